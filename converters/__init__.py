@@ -1,0 +1,1 @@
+"""Layer 2: capture, lower, compile and export models into artifacts."""

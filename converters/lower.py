@@ -1,0 +1,101 @@
+"""Import a captured graph into TVM Relax and compile it for a target."""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgegen.core.errors import EdgegenError, MissingDependencyError, UnsupportedOpError
+from edgegen.core.specs import TensorSpec
+
+
+def import_tvm_compiler():
+    """The full TVM (compiler included), or an error that says why it is not there."""
+    tvm = sys.modules.get("tvm")
+    if tvm is not None:
+        from tvm.base import _RUNTIME_ONLY
+
+        if _RUNTIME_ONLY:
+            raise EdgegenError(
+                "TVM was imported without its compiler in this process (edgegen.runtimes loads the runtime "
+                "library alone); build before loading artifacts, or set EDGEGEN_TVM_RUNTIME_ONLY=0."
+            )
+        return tvm
+    try:
+        import tvm
+        from tvm import relax  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "building needs apache-tvm: `pip install 'edgegen[build]'` (apache-tvm==0.27.0.post1, "
+            "apache-tvm-ffi==0.1.14.post0)."
+        ) from exc
+    return tvm
+
+
+@dataclass
+class Lowered:
+    module: object                 # Relax IRModule with weights as trailing parameters of `main`
+    weight_specs: list[TensorSpec]
+    weights: dict[str, np.ndarray]
+
+
+def _safe_name(name: str, taken: set) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.]", "_", name) or "w"
+    out, i = base, 1
+    while out in taken:
+        out, i = f"{base}_{i}", i + 1
+    taken.add(out)
+    return out
+
+
+def to_relax(exported_program, num_inputs: int, what: str) -> Lowered:
+    """Translate a torch ExportedProgram to Relax, weights detached as named parameters."""
+    import_tvm_compiler()
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    try:
+        mod = from_exported_program(exported_program, keep_params_as_input=True,
+                                    unwrap_unit_return_tuple=True)
+    except AssertionError as exc:
+        match = re.search(r"Unsupported function types (\[.*\])", str(exc))
+        if not match:
+            raise
+        raise UnsupportedOpError(
+            f"{what}: operators {match.group(1)} cannot be lowered by TVM's torch frontend. Replace them in "
+            f"the model (e.g. with an equivalent built from supported ops) or pick a target that supports them."
+        ) from exc
+    mod, params = relax.frontend.detach_params(mod)
+    relax_params = mod["main"].params[num_inputs:]
+    values = params.get("main", [])
+    if len(relax_params) != len(values):
+        raise EdgegenError(f"{what}: {len(relax_params)} weight parameters but {len(values)} values")
+    taken: set = set()
+    specs, weights = [], {}
+    for var, value in zip(relax_params, values):
+        name = _safe_name(var.name, taken)
+        arr = value.numpy()
+        weights[name] = arr
+        specs.append(TensorSpec.of(name, arr))
+    return Lowered(mod, specs, weights)
+
+
+def compile_module(module, tvm_target: dict):
+    """Compile a Relax module; return the executable."""
+    tvm = import_tvm_compiler()
+    return tvm.compile(module, target=tvm.target.Target(tvm_target))
+
+
+def run_library(library_path, inputs: list[np.ndarray], weights: list[np.ndarray]) -> list[np.ndarray]:
+    """Load an exported library and run it in this process (the build's parity gate)."""
+    tvm = import_tvm_compiler()
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(library_path)), tvm.cpu())
+    args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in list(inputs) + list(weights)]
+    out = vm["main"](*args)
+    outs = [out] if hasattr(out, "numpy") else list(out)
+    return [o.numpy() for o in outs]

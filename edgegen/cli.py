@@ -1,0 +1,154 @@
+"""The `edgegen` command. Each subcommand imports only what it needs:
+`run` and `inspect` never import torch or diffusers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _progress_printer(stream=sys.stderr):
+    start = time.perf_counter()
+
+    def progress(event: str, stage: str, seconds: float) -> None:
+        elapsed = time.perf_counter() - start
+        if event == "start":
+            print(f"[{elapsed:6.1f}s] {stage} ...", file=stream, flush=True)
+        else:
+            print(f"[{elapsed:6.1f}s] {stage}: done in {seconds:.1f}s", file=stream, flush=True)
+
+    return progress
+
+
+def cmd_build(args) -> int:
+    from edgegen import build
+
+    report = build(args.model_dir, args.out, target=args.target, height=args.height, width=args.width,
+                   overwrite=args.overwrite, progress=None if args.quiet else _progress_printer())
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        print(f"built {report.artifact} for {report.target} in {report.seconds:.1f}s, "
+              f"{report.bytes / 1e6:.2f} MB")
+        for name, info in report.components.items():
+            print(f"  {name:14s} {info['bytes'] / 1e6:8.2f} MB  parity {info['psnr_db']:.1f} dB")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from edgegen.runtimes import load
+
+    t0 = time.perf_counter()
+    pipe = load(args.artifact)
+    t_load = time.perf_counter() - t0
+    out = pipe(args.prompt, negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
+               guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler)
+    out.images[0].save(args.out)
+    summary = {"image": args.out, "load_s": round(t_load, 3), **{k: round(v, 3) for k, v in out.timings.items()}}
+    print(json.dumps(summary) if args.json else
+          f"wrote {args.out} (load {t_load:.2f}s, denoise {out.timings['denoise_s']:.2f}s)")
+    pipe.close()
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from edgegen.core import Artifact
+
+    art = Artifact.open(args.artifact, verify=True)
+    m = art.manifest
+    if args.json:
+        print(json.dumps(m, indent=1))
+        return 0
+    print(f"artifact   {art.root}  (schema {m['schema_version']}, created {m.get('created')})")
+    print(f"target     {m['target']['name']}  backend {m['target']['backend']}  tvm {json.dumps(m['target']['tvm_target'])}")
+    print(f"source     {m['source']['path']}  sha256 {m['source']['sha256'][:16]}…  ({m['source'].get('class')})")
+    p = m["pipeline"]
+    print(f"pipeline   {p['kind']}  {p['height']}x{p['width']}  latents {p['latent_shape']}")
+    print("toolchain  " + ", ".join(f"{k} {v}" for k, v in m["toolchain"].items()))
+    print("components")
+    for comp in art.components.values():
+        size = sum(m["files"][f]["bytes"] for f in comp.files.values())
+        parity = comp.info.get("parity_psnr_db")
+        print(f"  {comp.name}: {comp.family} on {comp.backend}, {size / 1e6:.2f} MB, "
+              f"{len(comp.weights)} weight tensors, parity {parity} dB")
+        for kind, specs in (("in ", comp.inputs), ("out", comp.outputs)):
+            for s in specs:
+                print(f"      {kind} {s.name:24s} {s.dtype:8s} {list(s.shape)}")
+    print(f"files      ({art.total_bytes() / 1e6:.2f} MB, checksums verified)")
+    for rel, info in m["files"].items():
+        print(f"  {rel:40s} {info['bytes']:>12,d}  sha256 {info['sha256'][:16]}…")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from edgegen import validate
+
+    report = validate(args.artifact, args.model_dir, prompt=args.prompt, num_inference_steps=args.steps,
+                      guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        print(f"reference: diffusers in torch on {report.device}")
+        print(f"tokenizer ids match: {report.tokens_match}")
+        for name, db in report.components.items():
+            print(f"  {name:14s} {db:7.2f} dB")
+        print("  per-step latent PSNR (dB): " + " ".join(f"{d:.1f}" for d in report.steps))
+        print(f"  final image    {report.image_psnr_db:7.2f} dB (gate {report.thresholds['image_db']} dB)")
+        print("PASS" if report.passed else "FAIL: " + "; ".join(report.failures))
+    return 0 if report.passed else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgegen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build a diffusers pipeline folder into an artifact")
+    b.add_argument("model_dir")
+    b.add_argument("--target", default="cpu")
+    b.add_argument("--out", required=True)
+    b.add_argument("--height", type=int)
+    b.add_argument("--width", type=int)
+    b.add_argument("--overwrite", action="store_true", help="replace an existing artifact at --out")
+    b.add_argument("--quiet", action="store_true", help="no progress display")
+    b.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    b.set_defaults(func=cmd_build)
+
+    def sampling(p):
+        p.add_argument("--prompt", default="a photo of an astronaut riding a horse")
+        p.add_argument("--steps", type=int, default=20)
+        p.add_argument("--guidance", type=float, default=7.5)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--scheduler", choices=["ddim", "euler"], help="override the artifact's scheduler")
+        p.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("run", help="generate an image with an artifact (no torch needed)")
+    r.add_argument("artifact")
+    r.add_argument("--negative-prompt", default="")
+    r.add_argument("--out", default="image.png")
+    sampling(r)
+    r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("inspect", help="show what an artifact holds")
+    i.add_argument("artifact")
+    i.add_argument("--json", action="store_true", help="print the manifest")
+    i.set_defaults(func=cmd_inspect)
+
+    v = sub.add_parser("validate", help="compare an artifact with its source pipeline in torch")
+    v.add_argument("artifact")
+    v.add_argument("model_dir")
+    sampling(v)
+    v.set_defaults(func=cmd_validate, steps=10)
+    return parser
+
+
+def main(argv=None) -> int:
+    from edgegen.core.errors import EdgegenError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (EdgegenError, ValueError) as exc:
+        print(f"edgegen {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,45 @@
+"""Compile targets and the device profiles behind them, kept as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    memory_budget_bytes: int
+    max_buffer_bytes: int
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    backend: str            # runtime backend id that executes what this target builds
+    tvm_target: dict        # apache-tvm 0.27 dict syntax
+    profile: DeviceProfile
+    description: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+_GIB = 1 << 30
+
+TARGETS: dict[str, Target] = {
+    "cpu": Target(
+        name="cpu",
+        backend="tvm_vm",
+        tvm_target={"kind": "llvm"},
+        profile=DeviceProfile("host-cpu", memory_budget_bytes=8 * _GIB, max_buffer_bytes=2 * _GIB,
+                              notes="the build machine's CPU; the library is x86-64/host code"),
+        description="host CPU through TVM's LLVM backend, run by the Relax VM",
+        aliases=("llvm", "host"),
+    ),
+}
+
+
+def get_target(name: str) -> Target:
+    for target in TARGETS.values():
+        if name == target.name or name in target.aliases:
+            return target
+    raise ValueError(f"unknown target {name!r}; choose one of {sorted(TARGETS)}")

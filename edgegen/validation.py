@@ -1,0 +1,138 @@
+"""`edgegen validate`: an artifact against its source pipeline in torch, step by step.
+
+Both sides start from the same prompt, seed and initial latents. The report
+holds each component's PSNR on identical inputs, the latent PSNR after every
+denoising step, and the final image's PSNR; gates are the named thresholds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgegen.core.errors import ParityError
+from edgegen.core.metrics import psnr
+
+COMPONENT_PSNR_DB = 40.0   # each component on identical inputs
+IMAGE_PSNR_DB = 40.0       # final image, pixel values in [0, 1]
+
+
+@dataclass
+class ValidationReport:
+    components: dict[str, float]
+    steps: list[float]
+    image_psnr_db: float
+    tokens_match: bool
+    device: str
+    thresholds: dict = field(default_factory=lambda: {"component_db": COMPONENT_PSNR_DB,
+                                                      "image_db": IMAGE_PSNR_DB})
+    first_nonfinite_step: int | None = None
+    reference_image: np.ndarray | None = None
+    artifact_image: np.ndarray | None = None
+
+    @property
+    def failures(self) -> list[str]:
+        out = []
+        if not self.tokens_match:
+            out.append("tokenizer: token ids differ from the reference tokenizer")
+        for name, db in self.components.items():
+            if db < self.thresholds["component_db"]:
+                out.append(f"{name}: {db:.2f} dB < {self.thresholds['component_db']:.1f} dB")
+        if self.first_nonfinite_step is not None:
+            out.append(f"latents: NaN/Inf first at step {self.first_nonfinite_step}")
+        if self.image_psnr_db < self.thresholds["image_db"]:
+            out.append(f"final image: {self.image_psnr_db:.2f} dB < {self.thresholds['image_db']:.1f} dB")
+        return out
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict:
+        return {"passed": self.passed, "failures": self.failures, "device": self.device,
+                "thresholds": self.thresholds, "tokens_match": self.tokens_match,
+                "components_psnr_db": {k: round(v, 2) for k, v in self.components.items()},
+                "step_latent_psnr_db": [round(v, 2) for v in self.steps],
+                "image_psnr_db": round(self.image_psnr_db, 2),
+                "first_nonfinite_step": self.first_nonfinite_step}
+
+    def raise_for_failure(self) -> None:
+        if self.failures:
+            worst = min([self.image_psnr_db, *self.components.values()])
+            raise ParityError("validation failed: " + "; ".join(self.failures), worst,
+                              min(self.thresholds.values()))
+
+
+def _reference_pipeline(model_dir, scheduler: str | None):
+    import torch
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, local_files_only=True,
+                                                   safety_checker=None, requires_safety_checker=False,
+                                                   low_cpu_mem_usage=False)
+    pipe.set_progress_bar_config(disable=True)
+    if scheduler is not None:
+        cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}[scheduler]
+        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    return pipe.to(device), device
+
+
+def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut riding a horse",
+             negative_prompt: str = "", num_inference_steps: int = 10, guidance_scale: float = 7.5,
+             seed: int = 0, scheduler: str | None = None) -> ValidationReport:
+    import torch
+
+    from edgegen.runtimes import load
+
+    rt = load(artifact_dir)
+    ref, device = _reference_pipeline(model_dir, scheduler)
+
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    latents = np.random.default_rng(seed).standard_normal(rt.latent_shape, dtype=np.float32)
+    ids = rt.tokenizer([negative_prompt, prompt])
+    ref_ids = ref.tokenizer([negative_prompt, prompt], padding="max_length", max_length=rt.tokenizer.max_length,
+                            truncation=True, return_tensors="np").input_ids
+    components = {}
+    with torch.no_grad():
+        emb_ref = ref.text_encoder(t(ref_ids.astype(np.int64)), return_dict=False)[0].cpu().numpy()
+        emb_rt = rt.sessions["text_encoder"].run(input_ids=ref_ids.astype(np.int32))["last_hidden_state"]
+        components["text_encoder"] = psnr(emb_ref, emb_rt)
+        x2 = np.concatenate([latents, latents])
+        ts = np.full((2,), 500.0, np.float32)
+        unet_ref = ref.unet(t(x2), t(ts), encoder_hidden_states=t(emb_ref), return_dict=False)[0].cpu().numpy()
+        unet_rt = rt.sessions["unet"].run(sample=x2, timestep=ts, encoder_hidden_states=emb_ref)["out_sample"]
+        components["unet"] = psnr(unet_ref, unet_rt)
+
+    ref_steps: list[np.ndarray] = []
+
+    def on_step(pipe, i, timestep, kwargs):
+        ref_steps.append(kwargs["latents"].detach().cpu().numpy())
+        return kwargs
+
+    ref_out = ref(prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
+                  guidance_scale=guidance_scale, latents=t(latents), height=rt.height, width=rt.width,
+                  output_type="latent", callback_on_step_end=on_step,
+                  callback_on_step_end_tensor_inputs=["latents"])
+    ref_latents = ref_out.images.cpu().numpy()
+
+    rt_steps: list[np.ndarray] = []
+    emb = rt.encode_prompt(prompt, negative_prompt)
+    rt_latents = rt.denoise(emb, latents, num_inference_steps, guidance_scale, scheduler,
+                            callback=lambda i, ts_, lat: rt_steps.append(lat))
+    steps = [psnr(a, b) for a, b in zip(ref_steps, rt_steps)]
+    nonfinite = next((i for i, lat in enumerate(rt_steps) if not np.all(np.isfinite(lat))), None)
+
+    with torch.no_grad():
+        scale = rt.scaling_factor
+        dec_ref = ref.vae.decode(t(ref_latents / scale), return_dict=False)[0].cpu().numpy()
+        components["vae_decoder"] = psnr(dec_ref, rt.decode(ref_latents))
+    img_ref = np.clip(dec_ref / 2 + 0.5, 0, 1)
+    img_rt = np.clip(rt.decode(rt_latents) / 2 + 0.5, 0, 1)
+    rt.close()
+    return ValidationReport(components=components, steps=steps, image_psnr_db=psnr(img_ref, img_rt, peak=1.0),
+                            tokens_match=bool(np.array_equal(ids, ref_ids.astype(ids.dtype))), device=device,
+                            first_nonfinite_step=nonfinite, reference_image=img_ref, artifact_image=img_rt)

@@ -1,0 +1,49 @@
+"""Layer 1: load an artifact and run it, with no torch, diffusers, converters or kernels.
+
+Each backend is a module `runtimes/<id>.py` with `is_available()`, `INSTALL_HINT`
+and `load(artifact, component)` returning a session with `run(**inputs) -> dict`
+and `close()`. The id is the one the manifest names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from edgegen.core.artifact import Artifact
+from edgegen.core.errors import ArtifactError, BackendUnavailableError
+
+BACKENDS = ("tvm_vm",)
+
+
+def get_backend(backend_id: str):
+    if backend_id not in BACKENDS:
+        raise BackendUnavailableError(
+            f"backend {backend_id!r} is unknown to this edgegen (it knows {list(BACKENDS)}); "
+            f"upgrade edgegen or rebuild the artifact for a supported target."
+        )
+    module = importlib.import_module(f"{__name__}.{backend_id}")
+    if not module.is_available():
+        raise BackendUnavailableError(
+            f"backend {backend_id!r} is not available on this machine; install it: {module.INSTALL_HINT}"
+        )
+    return module
+
+
+def load_component(artifact: Artifact, name: str):
+    """A session for one component, run by the backend its manifest entry names."""
+    comp = artifact.component(name)
+    return get_backend(comp.backend).load(artifact, comp)
+
+
+def load(path: str | Path, verify: bool = True):
+    """Open an artifact folder and return its pipeline object."""
+    from . import stable_diffusion
+
+    artifact = Artifact.open(path, verify=verify)
+    pipelines = {stable_diffusion.KIND: stable_diffusion.StableDiffusionPipeline}
+    kind = artifact.pipeline.get("kind")
+    if kind not in pipelines:
+        raise ArtifactError(f"{path}: pipeline kind {kind!r} is unknown to this edgegen; upgrade edgegen.")
+    sessions = {name: load_component(artifact, name) for name in artifact.components}
+    return pipelines[kind](artifact, sessions)

@@ -1,0 +1,97 @@
+"""Text-to-image with a Stable-Diffusion-shaped artifact: tokenizer, text encoder,
+UNet with classifier-free guidance, VAE decoder. numpy plus the backends only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgegen.core.artifact import Artifact
+from edgegen.core.errors import InputError
+
+from .image import to_pil, to_uint8
+from .schedulers import make_scheduler
+from .tokenizer import CLIPTokenizer
+
+KIND = "stable-diffusion"
+
+
+@dataclass
+class PipelineOutput:
+    images: list                      # PIL images, or uint8 NHWC arrays with output_type="np"
+    latents: np.ndarray               # final latents, before the VAE
+    timings: dict = field(default_factory=dict)
+
+
+class StableDiffusionPipeline:
+    def __init__(self, artifact: Artifact, sessions: dict):
+        self.artifact = artifact
+        self.sessions = sessions
+        cfg = artifact.pipeline
+        tok = cfg["tokenizer"]
+        self.tokenizer = CLIPTokenizer(
+            artifact.file(tok["vocab"]), artifact.file(tok["merges"]), max_length=tok["max_length"],
+            bos_token=tok["bos_token"], eos_token=tok["eos_token"], pad_token=tok["pad_token"],
+            unk_token=tok["unk_token"])
+        self.scheduler_config = json.loads(artifact.file(cfg["scheduler_config"]).read_text())
+        self.latent_shape = tuple(cfg["latent_shape"])
+        self.scaling_factor = float(cfg["vae_scaling_factor"])
+        self.height, self.width = cfg["height"], cfg["width"]
+
+    def encode_prompt(self, prompt: str, negative_prompt: str) -> np.ndarray:
+        ids = self.tokenizer([negative_prompt, prompt])
+        return self.sessions["text_encoder"].run(input_ids=ids)["last_hidden_state"]
+
+    def denoise(self, embeddings: np.ndarray, latents: np.ndarray, steps: int, guidance_scale: float,
+                scheduler=None, callback=None) -> np.ndarray:
+        sched = make_scheduler(self.scheduler_config, scheduler)
+        sched.set_timesteps(steps)
+        latents = latents * np.float32(sched.init_noise_sigma)
+        unet = self.sessions["unet"]
+        for i, t in enumerate(sched.timesteps):
+            x = sched.scale_model_input(latents, i)
+            x2 = np.concatenate([x, x]).astype(np.float32)
+            tt = np.full((2,), t, dtype=np.float32)
+            noise = unet.run(sample=x2, timestep=tt, encoder_hidden_states=embeddings)["out_sample"]
+            uncond, cond = noise[:1], noise[1:]
+            guided = uncond + np.float32(guidance_scale) * (cond - uncond) if guidance_scale > 1 else cond
+            latents = sched.step(guided, i, latents)
+            if callback is not None:
+                callback(i, t, latents)
+        return latents
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        z = (latents / np.float32(self.scaling_factor)).astype(np.float32)
+        return self.sessions["vae_decoder"].run(latent_sample=z)["sample"]
+
+    def __call__(self, prompt: str, negative_prompt: str = "", num_inference_steps: int = 20,
+                 guidance_scale: float = 7.5, seed: int | None = None, latents: np.ndarray | None = None,
+                 scheduler: str | None = None, output_type: str = "pil", callback=None) -> PipelineOutput:
+        import time
+
+        if not isinstance(prompt, str):
+            raise InputError("prompt must be one string: this artifact is built for one image per call.")
+        if latents is None:
+            latents = np.random.default_rng(seed).standard_normal(self.latent_shape, dtype=np.float32)
+        elif tuple(latents.shape) != self.latent_shape:
+            raise InputError(f"latents must have shape {list(self.latent_shape)}, got {list(latents.shape)}; "
+                             f"the artifact was built for {self.height}x{self.width}.")
+        timings = {}
+        t0 = time.perf_counter()
+        emb = self.encode_prompt(prompt, negative_prompt or "")
+        timings["text_encoder_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        final = self.denoise(emb, latents.astype(np.float32), num_inference_steps, guidance_scale,
+                             scheduler, callback)
+        timings["denoise_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        images = to_uint8(self.decode(final))
+        timings["vae_decoder_s"] = time.perf_counter() - t0
+        return PipelineOutput(images=to_pil(images) if output_type == "pil" else images,
+                              latents=final, timings=timings)
+
+    def close(self) -> None:
+        for s in self.sessions.values():
+            s.close()

@@ -1,0 +1,45 @@
+import contextlib
+import importlib.util
+import io
+import json
+
+import pytest
+
+HAS_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "transformers"))
+HAS_TVM = importlib.util.find_spec("tvm") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "torch" in item.keywords and not HAS_TORCH:
+            item.add_marker(pytest.mark.skip(reason="needs torch, diffusers and transformers: pip install 'edgegen[build]'"))
+        if "tvm" in item.keywords and not HAS_TVM:
+            item.add_marker(pytest.mark.skip(reason="needs apache-tvm: pip install 'edgegen[runtime]'"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory):
+    if not HAS_TORCH:
+        pytest.skip("needs torch, diffusers and transformers to write the tiny pipeline")
+    from edgegen.testing import make_tiny_sd_pipeline
+
+    return make_tiny_sd_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tiny_sd_dir, tmp_path_factory):
+    """The tiny pipeline built for the CPU through the CLI, once per session: (artifact dir, --json summary)."""
+    if not HAS_TVM:
+        pytest.skip("needs apache-tvm to build")
+    from edgegen.cli import main
+
+    out = tmp_path_factory.mktemp("artifacts") / "tiny-cpu"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["build", str(tiny_sd_dir), "--target", "cpu", "--out", str(out), "--json", "--quiet"]) == 0
+    return out, json.loads(stdout.getvalue())
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_build):
+    return tiny_build[0]
