@@ -111,6 +111,7 @@ def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, t
         inputs=[TensorSpec.of(n, a) for n, a in cap.inputs.items()], outputs=outputs,
         weights=lowered.weight_specs,
         info={"parity_psnr_db": round(measured, 2), "parity_threshold_db": parity_db,
+              "schedule_rules": lower.SCHEDULE_RULES.get(target.tvm_target["kind"], []),
               "num_weights": int(sum(int(np.prod(s.shape)) for s in lowered.weight_specs))}))
     return {"psnr_db": round(measured, 2)}
 

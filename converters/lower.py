@@ -83,10 +83,35 @@ def to_relax(exported_program, num_inputs: int, what: str) -> Lowered:
     return Lowered(mod, specs, weights)
 
 
-def compile_module(module, tvm_target: dict):
-    """Compile a Relax module; return the executable."""
+def cpu_pipeline(target):
+    """TVM's CPU pipeline with edgegen's schedule rules applied after operator fusion."""
     tvm = import_tvm_compiler()
-    return tvm.compile(module, target=tvm.target.Target(tvm_target))
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.s_tir import dlight
+
+    from edgegen.kernels.cpu_loops import make_rule
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgegenCPUPipeline")
+    def _pipeline(mod, _ctx):
+        with target:
+            passes = (cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
+                      + [dlight.ApplyDefaultSchedule(make_rule())]
+                      + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
+SCHEDULE_RULES = {"llvm": ["cpu-parallel-vectorize"]}
+
+
+def compile_module(module, tvm_target: dict):
+    """Compile a Relax module for a target; return the executable."""
+    tvm = import_tvm_compiler()
+    target = tvm.target.Target(tvm_target)
+    if target.kind.name != "llvm":
+        raise EdgegenError(f"no compile pipeline for target kind {target.kind.name!r} yet")
+    return tvm.compile(module, target=target, relax_pipeline=cpu_pipeline(target))
 
 
 def run_library(library_path, inputs: list[np.ndarray], weights: list[np.ndarray]) -> list[np.ndarray]:
