@@ -24,10 +24,11 @@ test-fast: setup
 	$(PY) -m pytest -q -rs -m "not slow"
 
 demo: setup
-	$(PY) examples/tiny_sd/demo.py --out demo.png
+	$(VENV)/bin/edgegen demo --out demo.png
 
 bench: setup
-	$(PY) benchmarks/unet_step.py
+	$(PY) benchmarks/denoiser_step.py --model tiny-sd
+	$(PY) benchmarks/denoiser_step.py --model digits
 
 clean:
 	rm -rf $(VENV) .cache demo.png

@@ -66,3 +66,10 @@ def export(captured: Captured):
     args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in captured.inputs.values())
     with torch.no_grad():
         return torch.export.export(captured.module, args)
+
+
+def dit_transformer(model, sample: np.ndarray, timestep: np.ndarray, class_labels: np.ndarray) -> Captured:
+    wrapper = _wrap(lambda m, x, t, y: m(x, timestep=t, class_labels=y, return_dict=False)[0])
+    return Captured(type(model).__name__, wrapper(model).eval(),
+                    {"sample": sample.astype(np.float32), "timestep": timestep.astype(np.float32),
+                     "class_labels": class_labels.astype(np.int32)}, ["noise_pred"])

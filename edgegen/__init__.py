@@ -18,9 +18,9 @@ __all__ = ["build", "validate", "load", "runtimes", "converters", "core"]
 
 def build(model_dir, out, target: str = "cpu", **options):
     """Build a diffusers pipeline folder into an artifact; returns a BuildReport."""
-    from .converters.build import build_sd
+    from .converters.build import build as _build
 
-    return build_sd(model_dir, out, target=target, **options)
+    return _build(model_dir, out, target=target, **options)
 
 
 def validate(artifact_dir, model_dir, **options):

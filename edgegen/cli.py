@@ -26,7 +26,7 @@ def cmd_build(args) -> int:
     from edgegen import build
 
     report = build(args.model_dir, args.out, target=args.target, height=args.height, width=args.width,
-                   overwrite=args.overwrite, progress=None if args.quiet else _progress_printer())
+                   batch=args.batch, overwrite=args.overwrite, progress=None if args.quiet else _progress_printer())
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
@@ -43,8 +43,17 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     pipe = load(args.artifact)
     t_load = time.perf_counter() - t0
-    out = pipe(args.prompt, negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
-               guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler)
+    sampling = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed,
+                "scheduler": args.scheduler}
+    if pipe.artifact.pipeline["kind"] == "class-conditional-dit":
+        label = args.label if args.label is not None else args.prompt
+        if label is None:
+            raise ValueError("this artifact generates a class: pass --label ID or --prompt NAME")
+        out = pipe(label, **sampling)
+    else:
+        if args.prompt is None:
+            raise ValueError("pass --prompt TEXT")
+        out = pipe(args.prompt, negative_prompt=args.negative_prompt, **sampling)
     out.images[0].save(args.out)
     summary = {"image": args.out, "load_s": round(t_load, 3), **{k: round(v, 3) for k, v in out.timings.items()}}
     print(json.dumps(summary) if args.json else
@@ -65,7 +74,8 @@ def cmd_inspect(args) -> int:
     print(f"target     {m['target']['name']}  backend {m['target']['backend']}  tvm {json.dumps(m['target']['tvm_target'])}")
     print(f"source     {m['source']['path']}  sha256 {m['source']['sha256'][:16]}…  ({m['source'].get('class')})")
     p = m["pipeline"]
-    print(f"pipeline   {p['kind']}  {p['height']}x{p['width']}  latents {p['latent_shape']}")
+    shape = ("latents", p["latent_shape"]) if "latent_shape" in p else ("samples per call", p.get("sample_shape"))
+    print(f"pipeline   {p['kind']}  {p['height']}x{p['width']}  {shape[0]} {shape[1]}")
     print("toolchain  " + ", ".join(f"{k} {v}" for k, v in m["toolchain"].items()))
     print("components")
     for comp in art.components.values():
@@ -91,13 +101,29 @@ def cmd_validate(args) -> int:
         print(json.dumps(report.to_json(), indent=1))
     else:
         print(f"reference: diffusers in torch on {report.device}")
-        print(f"tokenizer ids match: {report.tokens_match}")
+        if report.tokens_match is not None:
+            print(f"tokenizer ids match: {report.tokens_match}")
         for name, db in report.components.items():
             print(f"  {name:14s} {db:7.2f} dB")
         print("  per-step latent PSNR (dB): " + " ".join(f"{d:.1f}" for d in report.steps))
         print(f"  final image    {report.image_psnr_db:7.2f} dB (gate {report.thresholds['image_db']} dB)")
         print("PASS" if report.passed else "FAIL: " + "; ".join(report.failures))
     return 0 if report.passed else 1
+
+
+def cmd_demo(args) -> int:
+    from edgegen.demo import run_demo
+
+    result = run_demo(args.model, cache=args.cache, out=args.out, steps=args.steps, guidance=args.guidance,
+                      seed=args.seed, progress=None if args.json else _progress_printer())
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"wrote {result['image']}: 10x10 digits (one digit per row), {result['steps']} steps, "
+              f"guidance {result['guidance_scale']}")
+        print(f"class accuracy {result['class_accuracy']:.1%} over {result['images']} images; "
+              f"{result['ms_per_image']:.1f} ms per image on this CPU")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,15 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True)
     b.add_argument("--height", type=int)
     b.add_argument("--width", type=int)
+    b.add_argument("--batch", type=int, help="images per call for class-conditional models (default 10)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing artifact at --out")
     b.add_argument("--quiet", action="store_true", help="no progress display")
     b.add_argument("--json", action="store_true", help="print a machine-readable summary")
     b.set_defaults(func=cmd_build)
 
     def sampling(p):
-        p.add_argument("--prompt", default="a photo of an astronaut riding a horse")
-        p.add_argument("--steps", type=int, default=20)
-        p.add_argument("--guidance", type=float, default=7.5)
+        p.add_argument("--prompt", help="text prompt; for class-conditional models a class name such as '7'")
+        p.add_argument("--steps", type=int, help="denoising steps (default: the model's, 20 for Stable Diffusion)")
+        p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--scheduler", choices=["ddim", "euler"], help="override the artifact's scheduler")
         p.add_argument("--json", action="store_true")
@@ -126,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="generate an image with an artifact (no torch needed)")
     r.add_argument("artifact")
     r.add_argument("--negative-prompt", default="")
+    r.add_argument("--label", help="class id or name, for class-conditional models")
     r.add_argument("--out", default="image.png")
     sampling(r)
     r.set_defaults(func=cmd_run)
@@ -139,7 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("artifact")
     v.add_argument("model_dir")
     sampling(v)
-    v.set_defaults(func=cmd_validate, steps=10)
+    v.set_defaults(func=cmd_validate, steps=10, prompt="a photo of an astronaut riding a horse")
+
+    d = sub.add_parser("demo", help="build the digits generator for the CPU and draw a 10x10 grid of samples")
+    d.add_argument("--model", help="a class-conditional DiT pipeline folder (default: examples/digits/pipeline)")
+    d.add_argument("--cache", default=".cache/edgegen-demo", help="where the built artifact is kept")
+    d.add_argument("--out", default="demo.png")
+    d.add_argument("--steps", type=int)
+    d.add_argument("--guidance", type=float)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -23,7 +23,7 @@ class ValidationReport:
     components: dict[str, float]
     steps: list[float]
     image_psnr_db: float
-    tokens_match: bool
+    tokens_match: bool | None      # None where the model has no tokenizer
     device: str
     thresholds: dict = field(default_factory=lambda: {"component_db": COMPONENT_PSNR_DB,
                                                       "image_db": IMAGE_PSNR_DB})
@@ -34,7 +34,7 @@ class ValidationReport:
     @property
     def failures(self) -> list[str]:
         out = []
-        if not self.tokens_match:
+        if self.tokens_match is False:
             out.append("tokenizer: token ids differ from the reference tokenizer")
         for name, db in self.components.items():
             if db < self.thresholds["component_db"]:
@@ -66,7 +66,9 @@ class ValidationReport:
 
 def _reference_pipeline(model_dir, scheduler: str | None):
     import torch
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
+
+    from edgegen.reference import make_torch_scheduler
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, local_files_only=True,
@@ -74,19 +76,68 @@ def _reference_pipeline(model_dir, scheduler: str | None):
                                                    low_cpu_mem_usage=False)
     pipe.set_progress_bar_config(disable=True)
     if scheduler is not None:
-        cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}[scheduler]
-        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+        pipe.scheduler = make_torch_scheduler(pipe.scheduler.config, scheduler)
     return pipe.to(device), device
 
 
 def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut riding a horse",
-             negative_prompt: str = "", num_inference_steps: int = 10, guidance_scale: float = 7.5,
+             negative_prompt: str = "", num_inference_steps: int = 10, guidance_scale: float | None = None,
              seed: int = 0, scheduler: str | None = None) -> ValidationReport:
-    import torch
-
+    """Run the artifact and its source model side by side from the same inputs."""
     from edgegen.runtimes import load
 
     rt = load(artifact_dir)
+    try:
+        if rt.artifact.pipeline["kind"] == "class-conditional-dit":
+            return _validate_dit(rt, model_dir, num_inference_steps, guidance_scale, seed, scheduler)
+        guidance = 7.5 if guidance_scale is None else guidance_scale
+        return _validate_sd(rt, model_dir, prompt, negative_prompt, num_inference_steps, guidance, seed, scheduler)
+    finally:
+        rt.close()
+
+
+def _to_image(x: np.ndarray) -> np.ndarray:
+    return np.clip(x / 2 + 0.5, 0, 1)
+
+
+def _validate_dit(rt, model_dir, steps: int, guidance_scale: float | None, seed: int,
+                  scheduler: str | None) -> ValidationReport:
+    from pathlib import Path
+
+    import torch
+    from diffusers import DiTTransformer2DModel
+
+    from edgegen.reference import dit_sample
+
+    guidance = rt.sampling.get("guidance_scale", 4.0) if guidance_scale is None else guidance_scale
+    model = DiTTransformer2DModel.from_pretrained(Path(model_dir) / "transformer", torch_dtype=torch.float32,
+                                                  low_cpu_mem_usage=False).eval()
+    n = rt.batch
+    labels = (np.arange(n) % rt.null_class).tolist()
+    noise = np.random.default_rng(seed).standard_normal(rt.sample_shape, dtype=np.float32)
+    x2 = np.concatenate([noise, noise])
+    ts = np.full(2 * n, 500.0, np.float32)
+    y = np.array(labels + [rt.null_class] * n, np.int32)
+    with torch.no_grad():
+        ref_out = model(torch.from_numpy(x2), timestep=torch.from_numpy(ts),
+                        class_labels=torch.from_numpy(y.astype(np.int64))).sample.numpy()
+    rt_out = rt.transformer.run(sample=x2, timestep=ts, class_labels=y)["noise_pred"]
+    ref_steps, rt_steps = [], []
+    ref_final = dit_sample(model, rt.scheduler_config, labels, noise, steps, guidance, scheduler,
+                           callback=lambda i, t, x: ref_steps.append(x))
+    rt_final = rt.denoise(labels, noise, steps, guidance, scheduler, callback=lambda i, t, x: rt_steps.append(x))
+    nonfinite = next((i for i, x in enumerate(rt_steps) if not np.all(np.isfinite(x))), None)
+    img_ref, img_rt = _to_image(ref_final), _to_image(rt_final)
+    return ValidationReport(components={"transformer": psnr(ref_out, rt_out)},
+                            steps=[psnr(a, b) for a, b in zip(ref_steps, rt_steps)],
+                            image_psnr_db=psnr(img_ref, img_rt, peak=1.0), tokens_match=None, device="cpu",
+                            first_nonfinite_step=nonfinite, reference_image=img_ref, artifact_image=img_rt)
+
+
+def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference_steps: int,
+                 guidance_scale: float, seed: int, scheduler: str | None) -> ValidationReport:
+    import torch
+
     ref, device = _reference_pipeline(model_dir, scheduler)
 
     def t(a):
@@ -130,9 +181,8 @@ def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut rid
         scale = rt.scaling_factor
         dec_ref = ref.vae.decode(t(ref_latents / scale), return_dict=False)[0].cpu().numpy()
         components["vae_decoder"] = psnr(dec_ref, rt.decode(ref_latents))
-    img_ref = np.clip(dec_ref / 2 + 0.5, 0, 1)
-    img_rt = np.clip(rt.decode(rt_latents) / 2 + 0.5, 0, 1)
-    rt.close()
+    img_ref = _to_image(dec_ref)
+    img_rt = _to_image(rt.decode(rt_latents))
     return ValidationReport(components=components, steps=steps, image_psnr_db=psnr(img_ref, img_rt, peak=1.0),
                             tokens_match=bool(np.array_equal(ids, ref_ids.astype(ids.dtype))), device=device,
                             first_nonfinite_step=nonfinite, reference_image=img_ref, artifact_image=img_rt)

@@ -90,12 +90,10 @@ def _schedule_reduction(sch, info, spatial, reduce) -> bool:
 
 def _schedule_block(sch, info) -> bool:
     kinds = info.dom_kind()
-    if not kinds or any(k not in "SR" for k in kinds) or kinds[0] != "S" or "SR" not in kinds + "R" and "R" in kinds:
-        return False
     spatial = [it.loop_rv for it in info.iters if it.kind == "S"]
     reduce = [it.loop_rv for it in info.iters if it.kind == "R"]
-    if kinds != "S" * len(spatial) + "R" * len(reduce):
-        return False
+    if not spatial or kinds != "S" * len(spatial) + "R" * len(reduce):
+        return False  # only the S..S R..R shape
     if not reduce:
         return _schedule_spatial(sch, spatial)
     return _schedule_reduction(sch, info, spatial, reduce)

@@ -38,10 +38,11 @@ def load_component(artifact: Artifact, name: str):
 
 def load(path: str | Path, verify: bool = True):
     """Open an artifact folder and return its pipeline object."""
-    from . import stable_diffusion
+    from . import class_conditional, stable_diffusion
 
     artifact = Artifact.open(path, verify=verify)
-    pipelines = {stable_diffusion.KIND: stable_diffusion.StableDiffusionPipeline}
+    pipelines = {stable_diffusion.KIND: stable_diffusion.StableDiffusionPipeline,
+                 class_conditional.KIND: class_conditional.ClassConditionalPipeline}
     kind = artifact.pipeline.get("kind")
     if kind not in pipelines:
         raise ArtifactError(f"{path}: pipeline kind {kind!r} is unknown to this edgegen; upgrade edgegen.")

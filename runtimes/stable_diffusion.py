@@ -16,6 +16,8 @@ from .schedulers import make_scheduler
 from .tokenizer import CLIPTokenizer
 
 KIND = "stable-diffusion"
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 7.5
 
 
 @dataclass
@@ -66,11 +68,13 @@ class StableDiffusionPipeline:
         z = (latents / np.float32(self.scaling_factor)).astype(np.float32)
         return self.sessions["vae_decoder"].run(latent_sample=z)["sample"]
 
-    def __call__(self, prompt: str, negative_prompt: str = "", num_inference_steps: int = 20,
-                 guidance_scale: float = 7.5, seed: int | None = None, latents: np.ndarray | None = None,
+    def __call__(self, prompt: str, negative_prompt: str = "", num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, seed: int | None = None, latents: np.ndarray | None = None,
                  scheduler: str | None = None, output_type: str = "pil", callback=None) -> PipelineOutput:
         import time
 
+        num_inference_steps = num_inference_steps or DEFAULT_STEPS
+        guidance_scale = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
         if not isinstance(prompt, str):
             raise InputError("prompt must be one string: this artifact is built for one image per call.")
         if latents is None:

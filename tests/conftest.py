@@ -43,3 +43,25 @@ def tiny_build(tiny_sd_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_artifact(tiny_build):
     return tiny_build[0]
+
+
+@pytest.fixture(scope="session")
+def digits_model_dir():
+    from edgegen.digits import example_dir
+
+    path = example_dir() / "pipeline"
+    if not (path / "model_index.json").is_file():
+        pytest.skip("examples/digits/pipeline is missing: run examples/digits/train.py")
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_artifact(digits_model_dir, tmp_path_factory):
+    """The committed digits generator built for the CPU (batch 10), laid out as `edgegen demo` caches it."""
+    if not (HAS_TVM and HAS_TORCH):
+        pytest.skip("needs apache-tvm and torch to build")
+    import edgegen
+
+    cache = tmp_path_factory.mktemp("demo-cache")
+    edgegen.build(digits_model_dir, cache / "digits-cpu", target="cpu")
+    return cache / "digits-cpu"

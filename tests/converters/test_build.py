@@ -66,6 +66,9 @@ def test_missing_component(tiny_sd_dir, tmp_path):
     (broken / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(ModelError, match="names no 'vae' component"):
         edgegen.build(broken, tmp_path / "art")
+    (broken / "model_index.json").write_text(json.dumps({**index, "_class_name": "FluxPipeline"}))
+    with pytest.raises(ModelError, match="pipeline class 'FluxPipeline' is not supported"):
+        edgegen.build(broken, tmp_path / "art")
     with pytest.raises(ModelError, match="no model_index.json"):
         edgegen.build(broken / "unet", tmp_path / "art")
     assert not (tmp_path / "art").exists()

@@ -1,0 +1,83 @@
+"""Family plan: Stable-Diffusion-shaped pipelines (CLIP text encoder, UNet2DCondition, AutoencoderKL)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import capture, source
+from .plan import Plan
+
+PIPELINE_CLASSES = ("StableDiffusionPipeline",)
+KIND = "stable-diffusion"
+CALIBRATION_PROMPT = "a photo of an astronaut riding a horse on the moon"
+REQUIRED = {
+    "unet": ("UNet2DConditionModel", "config.json"),
+    "vae": ("AutoencoderKL", "config.json"),
+    "text_encoder": ("CLIPTextModel", "config.json"),
+    "tokenizer": ("CLIPTokenizer", "vocab.json"),
+    "scheduler": ("a scheduler config", "scheduler_config.json"),
+}
+
+
+def _write_tokenizer(writer, tok) -> dict:
+    with open(writer.path("tokenizer/vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(tok.encoder, f, ensure_ascii=False)
+    with open(writer.path("tokenizer/merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n")
+        for a, b in sorted(tok.bpe_ranks, key=tok.bpe_ranks.get):
+            f.write(f"{a} {b}\n")
+    return {"vocab": "tokenizer/vocab.json", "merges": "tokenizer/merges.txt",
+            "max_length": int(tok.model_max_length), "bos_token": str(tok.bos_token),
+            "eos_token": str(tok.eos_token), "pad_token": str(tok.pad_token), "unk_token": str(tok.unk_token)}
+
+
+def plan(root: Path, index: dict, height: int | None = None, width: int | None = None,
+         batch: int | None = None) -> Plan:
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    if batch not in (None, 1):
+        raise ValueError("Stable Diffusion artifacts are built for one image per call (batch 1 with guidance).")
+    source.require_components(root, index, REQUIRED)
+    kw = {"local_files_only": True, "low_cpu_mem_usage": False}
+    unet = source.load_component(root, index, "unet", "UNet2DConditionModel",
+                                 lambda p: UNet2DConditionModel.from_pretrained(p, **kw))
+    vae = source.load_component(root, index, "vae", "AutoencoderKL", lambda p: AutoencoderKL.from_pretrained(p, **kw))
+    text_encoder = source.load_component(root, index, "text_encoder", "CLIPTextModel",
+                                         lambda p: CLIPTextModel.from_pretrained(p, local_files_only=True))
+    tok = source.load_component(root, index, "tokenizer", "CLIPTokenizer",
+                                lambda p: CLIPTokenizer.from_pretrained(p, local_files_only=True))
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    height = height or unet.config.sample_size * factor
+    width = width or unet.config.sample_size * factor
+    if height % (factor * 4) or width % (factor * 4):
+        raise ValueError(f"height and width must be multiples of {factor * 4} for this model, got {height}x{width}")
+
+    # realistic example inputs: a tokenized prompt, its embeddings, seeded latents of the artifact's shape
+    rng = np.random.default_rng(0)
+    ids = tok(["", CALIBRATION_PROMPT], padding="max_length", max_length=tok.model_max_length,
+              truncation=True, return_tensors="np").input_ids
+    with torch.no_grad():
+        emb = text_encoder(torch.from_numpy(ids.astype(np.int64)), return_dict=False)[0].numpy()
+    latent = (1, unet.config.in_channels, height // factor, width // factor)
+    x = rng.standard_normal((2, *latent[1:]), dtype=np.float32)
+    components = {
+        "text_encoder": capture.clip_text_encoder(text_encoder, ids),
+        "unet": capture.unet2d_condition(unet, x, np.array([500.0, 500.0], np.float32), emb),
+        "vae_decoder": capture.vae_decoder(vae, rng.standard_normal(latent, dtype=np.float32)),
+    }
+    scheduler_config = source.read_scheduler_config(root)
+
+    def write_extra(writer) -> dict:
+        with open(writer.path("scheduler/scheduler_config.json"), "w") as f:
+            json.dump(scheduler_config, f, indent=1)
+        return {"tokenizer": _write_tokenizer(writer, tok)}
+
+    pipeline = {"kind": KIND, "height": height, "width": width, "latent_shape": list(latent),
+                "vae_scaling_factor": float(vae.config.scaling_factor),
+                "scheduler_config": "scheduler/scheduler_config.json"}
+    return Plan(components=components, pipeline=pipeline, write_extra=write_extra)
