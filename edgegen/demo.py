@@ -42,7 +42,7 @@ def run_demo(model_dir: str | Path | None = None, cache: str | Path = ".cache/ed
     accuracy = DigitClassifier.load().accuracy(result.images, labels)
     from PIL import Image
 
-    tiles = grid(result.images, rows=10, cols=samples_per_class)[..., 0]
+    tiles = grid(result.images, rows=10, cols=samples_per_class, gap=1)[..., 0]
     Image.fromarray(tiles).resize((tiles.shape[1] * 4, tiles.shape[0] * 4), Image.NEAREST).save(out)
     return {"image": str(out), "artifact": str(artifact_dir), "built_seconds": built, "images": len(labels),
             "class_accuracy": accuracy, "ms_per_image": 1000 * seconds / len(labels),

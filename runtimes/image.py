@@ -17,13 +17,14 @@ def to_pil(images: np.ndarray) -> list:
     return [Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img) for img in images]
 
 
-def grid(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Tile N HxWxC uint8 images into one (rows*H)x(cols*W)xC image."""
+def grid(images: np.ndarray, rows: int, cols: int, gap: int = 0, fill: int = 128) -> np.ndarray:
+    """Tile N HxWxC uint8 images into one image, `gap` pixels of `fill` between tiles."""
     n, h, w, c = images.shape
     if n > rows * cols:
         raise ValueError(f"{n} images do not fit a {rows}x{cols} grid")
-    canvas = np.zeros((rows * h, cols * w, c), dtype=images.dtype)
+    canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, c), fill, dtype=images.dtype)
     for i, img in enumerate(images):
         r, q = divmod(i, cols)
-        canvas[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
+        y, x = r * (h + gap), q * (w + gap)
+        canvas[y:y + h, x:x + w] = img
     return canvas

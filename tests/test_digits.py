@@ -80,4 +80,4 @@ def test_cli_run_label_and_demo(digits_artifact, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["built_seconds"] is None and result["images"] == 100
     assert result["class_accuracy"] >= 0.8
-    assert Image.open(tmp_path / "demo.png").size == (640, 640)
+    assert Image.open(tmp_path / "demo.png").size == (4 * (10 * 17 - 1),) * 2  # 10 tiles of 16 px, 1 px gaps, x4
