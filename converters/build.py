@@ -76,13 +76,13 @@ def _write_component(writer, executable, weights, lib_rel, weights_rel) -> None:
     safetensors_io.save(weights, writer.path(weights_rel))
 
 
-def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, target, stages: _Stages,
-                     parity_db: float) -> dict:
+def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, target, tvm_target: dict,
+                     stages: _Stages, parity_db: float) -> dict:
     exported = stages.run(f"{name}: capture (torch.export)", capture.export, cap)
     lowered = stages.run(f"{name}: import to TVM Relax", lower.to_relax, exported, len(cap.inputs),
                          f"component {name!r}")
     executable = stages.run(f"{name}: compile for {target.name}", lower.compile_module, lowered.module,
-                            target.tvm_target)
+                            tvm_target)
     lib_rel, weights_rel = f"{name}/model.so", f"{name}/weights.safetensors"
     stages.run(f"{name}: write library and weights", _write_component, writer, executable,
                lowered.weights, lib_rel, weights_rel)
@@ -121,14 +121,15 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     stages = _Stages(progress)
     with ArtifactWriter(out, overwrite=overwrite) as writer:
         plan = stages.run("load pipeline", family.plan, model_dir, index, height=height, width=width, batch=batch)
-        components = {name: _build_component(writer, name, cap, tgt, stages, parity_db)
+        tvm_target = lower.resolve_target(tgt.tvm_target)
+        components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db)
                       for name, cap in plan.components.items()}
         pipeline = {**plan.pipeline, **plan.write_extra(writer)}
         model_hash = stages.run("hash source model", sha256_tree, model_dir)
         dest = writer.commit(
             pipeline=pipeline,
             source={"path": str(model_dir.absolute()), "sha256": model_hash, "class": index.get("_class_name")},
-            target={"name": tgt.name, "backend": tgt.backend, "tvm_target": tgt.tvm_target,
+            target={"name": tgt.name, "backend": tgt.backend, "tvm_target": tvm_target,
                     "device_profile": vars(tgt.profile)},
             toolchain=toolchain_versions(),
         )

@@ -105,8 +105,18 @@ def cpu_pipeline(target):
 SCHEDULE_RULES = {"llvm": ["cpu-parallel-vectorize"]}
 
 
+def resolve_target(tvm_target: dict) -> dict:
+    """The target dict with "mcpu": "host" replaced by the build machine's CPU model."""
+    if tvm_target.get("mcpu") != "host":
+        return dict(tvm_target)
+    import_tvm_compiler()
+    from tvm.target import codegen
+
+    return {**tvm_target, "mcpu": codegen.llvm_get_system_cpu()}
+
+
 def compile_module(module, tvm_target: dict):
-    """Compile a Relax module for a target; return the executable."""
+    """Compile a Relax module for a (resolved) target; return the executable."""
     tvm = import_tvm_compiler()
     target = tvm.target.Target(tvm_target)
     if target.kind.name != "llvm":

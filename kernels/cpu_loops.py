@@ -8,9 +8,10 @@ one per block. This rule, tried after the specialised rules, does three things:
    parallel over threads, the inner part vectorized;
 3. reduction blocks (conv, matmul, norm statistics) with loops S..S R..R: when
    the last spatial iterator indexes the innermost dimension of every input it
-   touches (conv's output width, matmul's N), its loop is tiled, the tile moved
-   under the reduction loops and unrolled (LLVM's SLP pass turns the independent
-   lanes into vector FMAs), and the initialisation hoisted out; otherwise (row
+   touches (conv's output width, matmul's N), a register tile of 4 x 16 outputs
+   (the last two spatial loops) is moved under the reduction loops and
+   unrolled, so LLVM's SLP pass turns it into vector FMAs (with a target `mcpu`
+   that has them), and the initialisation is hoisted out; otherwise (row
    reductions such as softmax's max/sum) the spatial loops are made parallel.
 A block it cannot read this way stays as it was.
 """
@@ -18,6 +19,7 @@ A block it cannot read this way stays as it was.
 from __future__ import annotations
 
 VECTOR_LANES = (16, 8, 4)
+ROW_TILE = 4
 MIN_PARALLEL = 64
 
 
@@ -72,19 +74,27 @@ def _prod(values) -> int:
 
 def _schedule_reduction(sch, info, spatial, reduce) -> bool:
     block = info.block_rv
-    *outer, last = spatial
     last_var = sch.get(block).iter_vars[len(spatial) - 1].var
-    lanes = _lanes(_extent(sch, last))
+    lanes = _lanes(_extent(sch, spatial[-1]))
     if lanes is None or not _contiguous_in_reads(sch, block, last_var):
         par = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
         sch.parallel(par)
         return True
-    tile_outer, tile = sch.split(last, [None, lanes])
-    sch.reorder(*outer, tile_outer, *reduce, tile)
-    par = sch.fuse(*outer, tile_outer) if outer else tile_outer
+    # register tile: ROW_TILE x lanes outputs accumulate while the reduction loops run
+    *outer, last = spatial
+    tiles = []
+    if outer and _extent(sch, outer[-1]) and _extent(sch, outer[-1]) % ROW_TILE == 0:
+        row_outer, row = sch.split(outer[-1], [None, ROW_TILE])
+        outer = [*outer[:-1], row_outer]
+        tiles.append(row)
+    col_outer, col = sch.split(last, [None, lanes])
+    tiles.append(col)
+    sch.reorder(*outer, col_outer, *reduce, *tiles)
+    par = sch.fuse(*outer, col_outer) if outer else col_outer
     sch.parallel(par)
     sch.decompose_reduction(block, reduce[0])
-    sch.unroll(tile)  # `vectorize` refuses loops under a reduction; LLVM's SLP pass vectorizes the lanes
+    for tile in tiles:  # `vectorize` refuses loops under a reduction; LLVM's SLP pass vectorizes the lanes
+        sch.unroll(tile)
     return True
 
 

@@ -17,7 +17,7 @@ class DeviceProfile:
 class Target:
     name: str
     backend: str            # runtime backend id that executes what this target builds
-    tvm_target: dict        # apache-tvm 0.27 dict syntax
+    tvm_target: dict        # apache-tvm 0.27 dict syntax; "mcpu": "host" = the build machine's CPU model
     profile: DeviceProfile
     description: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
@@ -29,9 +29,10 @@ TARGETS: dict[str, Target] = {
     "cpu": Target(
         name="cpu",
         backend="tvm_vm",
-        tvm_target={"kind": "llvm"},
+        tvm_target={"kind": "llvm", "mcpu": "host"},
         profile=DeviceProfile("host-cpu", memory_budget_bytes=8 * _GIB, max_buffer_bytes=2 * _GIB,
-                              notes="the build machine's CPU; the library is x86-64/host code"),
+                              notes="the build machine's CPU: the library uses its instruction set "
+                                    "(e.g. AVX2/AVX-512) and runs on that CPU model or a newer one"),
         description="host CPU through TVM's LLVM backend, run by the Relax VM",
         aliases=("llvm", "host"),
     ),
