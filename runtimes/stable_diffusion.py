@@ -4,6 +4,7 @@ UNet with classifier-free guidance, VAE decoder. numpy plus the backends only.""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,8 +72,6 @@ class StableDiffusionPipeline:
     def __call__(self, prompt: str, negative_prompt: str = "", num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, seed: int | None = None, latents: np.ndarray | None = None,
                  scheduler: str | None = None, output_type: str = "pil", callback=None) -> PipelineOutput:
-        import time
-
         num_inference_steps = num_inference_steps or DEFAULT_STEPS
         guidance_scale = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
         if not isinstance(prompt, str):

@@ -1,0 +1,32 @@
+"""The one-way dependency order (../shared/ARCHITECTURE.md), checked on the source."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(folder: str) -> set[tuple[str, str]]:
+    found = set()
+    for path in (ROOT / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {(path.name, a.name) for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add((path.name, node.module))
+    return found
+
+
+@pytest.mark.parametrize("folder,allowed", [
+    ("edgegen/core", {"numpy"}),
+    ("runtimes", {"numpy", "edgegen.core", "tvm", "tokenizers", "PIL"}),
+    ("kernels", {"numpy", "edgegen.core", "tvm"}),
+])
+def test_layer_imports(folder, allowed):
+    stdlib = {"__future__", "dataclasses", "hashlib", "json", "os", "shutil", "tempfile", "time", "struct",
+              "pathlib", "importlib", "importlib.util", "sys", "math", "typing"}
+    bad = sorted((f, m) for f, m in _imports(folder)
+                 if m not in stdlib and not any(m == a or m.startswith(a + ".") for a in allowed))
+    assert not bad, f"{folder} imports outside its layer: {bad}"
