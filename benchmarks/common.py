@@ -26,19 +26,12 @@ def time_call(fn, warmup: int = 3, runs: int = 20) -> dict:
             "p90_ms": samples[int(0.9 * (len(samples) - 1))], "runs": runs}
 
 
-def onnx_session(module, inputs: dict, path: Path, threads: int):
-    """Export a torch module with torch.onnx (dynamo) and open it in onnxruntime on the CPU."""
-    import onnxruntime as ort
-    import torch
+def onnx_session(captured, path: Path, threads: int):
+    """The captured torch module exported by edgegen's ONNX exporter, in an onnxruntime CPU session."""
+    from edgegen.converters import onnx_export
 
-    args = tuple(torch.from_numpy(v) for v in inputs.values())
-    with torch.no_grad():
-        torch.onnx.export(module, args, str(path), input_names=list(inputs), dynamo=True, optimize=True)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess
+    onnx_export.export(captured, path)
+    return onnx_export.session(path, threads)
 
 
 def write_json(name: str, payload: dict) -> Path:

@@ -94,7 +94,7 @@ def main():
     out_torch = torch_step().numpy()
     rows.append({"name": "torch eager", **time_call(torch_step, runs=args.runs)})
     with tempfile.TemporaryDirectory() as tmp:
-        sess = onnx_session(cap.module, inputs, Path(tmp) / "model.onnx", args.threads)
+        sess = onnx_session(cap, Path(tmp) / "model.onnx", args.threads)
         out_ort = sess.run(None, inputs)[0]
         rows.append({"name": "onnxruntime cpu", **time_call(lambda: sess.run(None, inputs), runs=args.runs)})
 

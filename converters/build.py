@@ -76,33 +76,54 @@ def _write_component(writer, executable, weights, lib_rel, weights_rel) -> None:
     safetensors_io.save(weights, writer.path(weights_rel))
 
 
-def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, target, tvm_target: dict,
-                     stages: _Stages, parity_db: float) -> dict:
+def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict, stages: _Stages):
+    """Compile with TVM; returns (files, weight specs, info, outputs on the example inputs)."""
     exported = stages.run(f"{name}: capture (torch.export)", capture.export, cap)
     lowered = stages.run(f"{name}: import to TVM Relax", lower.to_relax, exported, len(cap.inputs),
                          f"component {name!r}")
     executable = stages.run(f"{name}: compile for {target.name}", lower.compile_module, lowered.module,
                             tvm_target)
-    lib_rel, weights_rel = f"{name}/model.so", f"{name}/weights.safetensors"
+    files = {"library": f"{name}/model.so", "weights": f"{name}/weights.safetensors"}
     stages.run(f"{name}: write library and weights", _write_component, writer, executable,
-               lowered.weights, lib_rel, weights_rel)
-    reference = capture.run_torch(cap)
-    actual = stages.run(f"{name}: parity check", lower.run_library, writer.path(lib_rel),
+               lowered.weights, files["library"], files["weights"])
+    actual = stages.run(f"{name}: parity check", lower.run_library, writer.path(files["library"]),
                         list(cap.inputs.values()), [lowered.weights[s.name] for s in lowered.weight_specs])
+    info = {"schedule_rules": lower.SCHEDULE_RULES.get(tvm_target["kind"], []),
+            "num_weights": int(sum(int(np.prod(s.shape)) for s in lowered.weight_specs))}
+    return files, lowered.weight_specs, info, actual
+
+
+def _emit_onnx(writer, name: str, cap: capture.Captured, stages: _Stages):
+    """Export to ONNX; returns (files, weight specs, info, outputs on the example inputs)."""
+    from . import onnx_export
+
+    files = {"model": f"{name}/model.onnx"}
+    stages.run(f"{name}: export ONNX (torch.onnx)", onnx_export.export, cap, writer.path(files["model"]))
+    sess = onnx_export.session(writer.path(files["model"]))
+    actual = stages.run(f"{name}: parity check", sess.run, list(cap.outputs), dict(cap.inputs))
+    data = sorted(p.name for p in writer.path(name).iterdir() if p.name != "model.onnx")
+    files.update({f"external_data_{i}": f"{name}/{n}" for i, n in enumerate(data)})
+    return files, [], {"opset": onnx_export.OPSET}, actual
+
+
+def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, target, tvm_target: dict,
+                     stages: _Stages, parity_db: float) -> dict:
+    if target.backend == "onnxruntime":
+        files, weight_specs, info, actual = _emit_onnx(writer, name, cap, stages)
+    else:
+        files, weight_specs, info, actual = _emit_tvm(writer, name, cap, target, tvm_target, stages)
+    reference = capture.run_torch(cap)
     measured = min(psnr(reference[n], a) for n, a in zip(cap.outputs, actual))
     if measured < parity_db:
         raise ParityError(
             f"component {name!r} compiled for {target.name} reproduces torch at {measured:.2f} dB PSNR, "
             f"under the {parity_db:.1f} dB gate; the artifact was not written.", measured, parity_db)
     writer.add_component(Component(
-        name=name, backend=target.backend, family=cap.family,
-        files={"library": lib_rel, "weights": weights_rel},
+        name=name, backend=target.backend, family=cap.family, files=files,
         inputs=[TensorSpec.of(n, a) for n, a in cap.inputs.items()],
         outputs=[TensorSpec.of(n, a) for n, a in zip(cap.outputs, actual)],
-        weights=lowered.weight_specs,
-        info={"parity_psnr_db": round(measured, 2), "parity_threshold_db": parity_db,
-              "schedule_rules": lower.SCHEDULE_RULES.get(target.tvm_target["kind"], []),
-              "num_weights": int(sum(int(np.prod(s.shape)) for s in lowered.weight_specs))}))
+        weights=weight_specs,
+        info={"parity_psnr_db": round(measured, 2), "parity_threshold_db": parity_db, **info}))
     return {"psnr_db": round(measured, 2)}
 
 
@@ -121,7 +142,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     stages = _Stages(progress)
     with ArtifactWriter(out, overwrite=overwrite) as writer:
         plan = stages.run("load pipeline", family.plan, model_dir, index, height=height, width=width, batch=batch)
-        tvm_target = lower.resolve_target(tgt.tvm_target)
+        tvm_target = lower.resolve_target(tgt.tvm_target) if tgt.tvm_target else {}
         components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db)
                       for name, cap in plan.components.items()}
         pipeline = {**plan.pipeline, **plan.write_extra(writer)}

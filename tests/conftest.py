@@ -7,12 +7,15 @@ import pytest
 
 HAS_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "transformers"))
 HAS_TVM = importlib.util.find_spec("tvm") is not None
+HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "torch" in item.keywords and not HAS_TORCH:
             item.add_marker(pytest.mark.skip(reason="needs torch, diffusers and transformers: pip install 'edgegen[build]'"))
+        if "onnx" in item.keywords and not HAS_ONNX:
+            item.add_marker(pytest.mark.skip(reason="needs onnx, onnxscript, onnxruntime: pip install 'edgegen[onnx]'"))
         if "tvm" in item.keywords and not HAS_TVM:
             item.add_marker(pytest.mark.skip(reason="needs apache-tvm: pip install 'edgegen[runtime]'"))
 

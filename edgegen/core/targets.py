@@ -36,6 +36,14 @@ TARGETS: dict[str, Target] = {
         description="host CPU through TVM's LLVM backend, run by the Relax VM",
         aliases=("llvm", "host"),
     ),
+    "onnx": Target(
+        name="onnx",
+        backend="onnxruntime",
+        tvm_target={},
+        profile=DeviceProfile("onnxruntime-cpu", memory_budget_bytes=8 * _GIB, max_buffer_bytes=2 * _GIB,
+                              notes="ONNX models for onnxruntime (any host onnxruntime runs on)"),
+        description="ONNX (opset 18) per component, exported by torch.onnx, run by onnxruntime",
+    ),
 }
 
 
