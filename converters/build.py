@@ -61,7 +61,8 @@ class _Stages:
 
 def toolchain_versions() -> dict:
     versions = {"python": platform.python_version(), "machine": platform.machine()}
-    for dist in ("edgegen", "apache-tvm", "apache-tvm-ffi", "torch", "diffusers", "transformers", "numpy"):
+    for dist in ("edgegen", "apache-tvm", "apache-tvm-ffi", "torch", "diffusers", "transformers", "numpy",
+                 "onnx", "onnxruntime"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

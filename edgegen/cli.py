@@ -71,7 +71,9 @@ def cmd_inspect(args) -> int:
         print(json.dumps(m, indent=1))
         return 0
     print(f"artifact   {art.root}  (schema {m['schema_version']}, created {m.get('created')})")
-    print(f"target     {m['target']['name']}  backend {m['target']['backend']}  tvm {json.dumps(m['target']['tvm_target'])}")
+    tvm_target = m["target"].get("tvm_target")
+    print(f"target     {m['target']['name']}  backend {m['target']['backend']}"
+          + (f"  tvm {json.dumps(tvm_target)}" if tvm_target else ""))
     print(f"source     {m['source']['path']}  sha256 {m['source']['sha256'][:16]}…  ({m['source'].get('class')})")
     p = m["pipeline"]
     shape = ("latents", p["latent_shape"]) if "latent_shape" in p else ("samples per call", p.get("sample_shape"))
