@@ -6,6 +6,7 @@ the pipeline class in model_index.json); the loop here is the same for all.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from . import capture, dit, lower, sd, source
 
 # A compiled component must reproduce its torch module at least this well (fp32 build).
 COMPONENT_PSNR_DB = 40.0
+SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 FAMILIES = {cls: family for family in (sd, dit) for cls in family.PIPELINE_CLASSES}
 
 
@@ -146,7 +148,9 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
         tvm_target = lower.resolve_target(tgt.tvm_target) if tgt.tvm_target else {}
         components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db)
                       for name, cap in plan.components.items()}
-        pipeline = {**plan.pipeline, **plan.write_extra(writer)}
+        with open(writer.path(SCHEDULER_CONFIG), "w") as f:
+            json.dump(plan.scheduler_config, f, indent=1)
+        pipeline = {**plan.pipeline, "scheduler_config": SCHEDULER_CONFIG, **plan.write_extra(writer)}
         model_hash = stages.run("hash source model", sha256_tree, model_dir)
         dest = writer.commit(
             pipeline=pipeline,

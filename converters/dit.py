@@ -4,7 +4,6 @@ are supported; the null class for guidance is `num_embeds_ada_norm`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +49,7 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
     id2label = index.get("id2label") or {str(i): str(i) for i in range(cfg.num_embeds_ada_norm)}
     sampling = (index.get("edgegen") or {}).get("sampling", {"steps": 25, "guidance_scale": 4.0})
 
-    def write_extra(writer) -> dict:
-        with open(writer.path("scheduler/scheduler_config.json"), "w") as f:
-            json.dump(scheduler_config, f, indent=1)
-        return {}
-
     pipeline = {"kind": KIND, "batch": n, "sample_shape": [n, cfg.in_channels, size, size],
                 "in_channels": cfg.in_channels, "null_class": cfg.num_embeds_ada_norm, "id2label": id2label,
-                "space": "pixel", "sampling": sampling, "height": size, "width": size,
-                "scheduler_config": "scheduler/scheduler_config.json"}
-    return Plan(components=components, pipeline=pipeline, write_extra=write_extra)
+                "space": "pixel", "sampling": sampling, "height": size, "width": size}
+    return Plan(components=components, pipeline=pipeline, scheduler_config=scheduler_config)

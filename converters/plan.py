@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .capture import Captured
@@ -12,4 +12,5 @@ from .capture import Captured
 class Plan:
     components: dict[str, Captured]      # name -> module with example inputs, compiled in this order
     pipeline: dict                       # the manifest's pipeline section
-    write_extra: Callable                # write(writer) -> dict merged into the pipeline section
+    scheduler_config: dict               # written to scheduler/scheduler_config.json
+    write_extra: Callable = field(default=lambda writer: {})  # write(writer) -> dict merged into `pipeline`

@@ -72,12 +72,7 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
     }
     scheduler_config = source.read_scheduler_config(root)
 
-    def write_extra(writer) -> dict:
-        with open(writer.path("scheduler/scheduler_config.json"), "w") as f:
-            json.dump(scheduler_config, f, indent=1)
-        return {"tokenizer": _write_tokenizer(writer, tok)}
-
     pipeline = {"kind": KIND, "height": height, "width": width, "latent_shape": list(latent),
-                "vae_scaling_factor": float(vae.config.scaling_factor),
-                "scheduler_config": "scheduler/scheduler_config.json"}
-    return Plan(components=components, pipeline=pipeline, write_extra=write_extra)
+                "vae_scaling_factor": float(vae.config.scaling_factor)}
+    return Plan(components=components, pipeline=pipeline, scheduler_config=scheduler_config,
+                write_extra=lambda writer: {"tokenizer": _write_tokenizer(writer, tok)})

@@ -20,6 +20,16 @@ def artifact_is_current(artifact_dir: Path, model_dir: Path) -> bool:
     return art.manifest["source"]["sha256"] == sha256_tree(model_dir)
 
 
+def ensure_artifact(model_dir: Path, artifact_dir: Path, progress=None) -> float | None:
+    """Build `model_dir` for the CPU at `artifact_dir` unless a current build is there;
+    returns the build's seconds, or None when the cached one was current."""
+    import edgegen
+
+    if artifact_is_current(artifact_dir, model_dir):
+        return None
+    return round(edgegen.build(model_dir, artifact_dir, target="cpu", overwrite=True, progress=progress).seconds, 1)
+
+
 def run_demo(model_dir: str | Path | None = None, cache: str | Path = ".cache/edgegen-demo",
              out: str | Path = "demo.png", steps: int | None = None, guidance: float | None = None,
              seed: int = 0, samples_per_class: int = 10, progress=None) -> dict:
@@ -29,10 +39,7 @@ def run_demo(model_dir: str | Path | None = None, cache: str | Path = ".cache/ed
 
     model_dir = Path(model_dir) if model_dir else example_dir() / "pipeline"
     artifact_dir = Path(cache) / "digits-cpu"
-    built = None
-    if not artifact_is_current(artifact_dir, model_dir):
-        report = edgegen.build(model_dir, artifact_dir, target="cpu", overwrite=True, progress=progress)
-        built = round(report.seconds, 1)
+    built = ensure_artifact(model_dir, artifact_dir, progress)
     pipe = edgegen.runtimes.load(artifact_dir)
     labels = np.repeat(np.arange(10), samples_per_class)
     t0 = time.perf_counter()
