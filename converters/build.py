@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -18,6 +19,7 @@ import numpy as np
 from edgegen.core.artifact import ArtifactWriter, Component, sha256_tree
 from edgegen.core.errors import ModelError, ParityError
 from edgegen.core.metrics import psnr
+from edgegen.core.quant import parse as parse_scheme
 from edgegen.core.specs import TensorSpec
 from edgegen.core.targets import get_target
 
@@ -25,6 +27,9 @@ from . import capture, dit, lower, sd, source
 
 # A compiled component must reproduce its torch module at least this well (fp32 build).
 COMPONENT_PSNR_DB = 40.0
+# A quantized component is gated at this floor only: below it the output is noise (a broken
+# conversion), not a loss of precision. The measured PSNR is recorded either way.
+QUANT_FLOOR_DB = 10.0
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 FAMILIES = {cls: family for family in (sd, dit) for cls in family.PIPELINE_CLASSES}
 
@@ -64,7 +69,7 @@ class _Stages:
 def toolchain_versions() -> dict:
     versions = {"python": platform.python_version(), "machine": platform.machine()}
     for dist in ("edgegen", "apache-tvm", "apache-tvm-ffi", "torch", "diffusers", "transformers", "numpy",
-                 "onnx", "onnxruntime"):
+                 "onnx", "onnxruntime", "optimum", "optimum-onnx", "coremltools"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -96,71 +101,166 @@ def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict
     return files, lowered.weight_specs, info, actual
 
 
-def _emit_onnx(writer, name: str, cap: capture.Captured, stages: _Stages):
-    """Export to ONNX; returns (files, weight specs, info, outputs on the example inputs)."""
+def _emit_onnx(writer, name: str, cap: capture.Captured, stages: _Stages, scheme):
+    """Export to ONNX (unless optimum already wrote the component), quantize if asked;
+    returns (files, weight specs, info, outputs on the example inputs)."""
+    from edgegen.runtimes.onnxruntime import adapt_feed
+
     from . import onnx_export
 
+    model = writer.path(f"{name}/model.onnx")
+    info = {"opset": onnx_export.OPSET, "exporter": "optimum" if model.is_file() else "torch.onnx"}
+    if not model.is_file():
+        stages.run(f"{name}: export ONNX (torch.onnx)", onnx_export.export, cap, model)
+    if scheme is not None:
+        calibration = [adapt_feed(onnx_export.session(model), cap.inputs)]
+        info["quant"] = stages.run(f"{name}: quantize {scheme.name} (onnxruntime)", onnx_export.quantize, model,
+                                   scheme, calibration)
+    sess = onnx_export.session(model)
+    actual = stages.run(f"{name}: parity check", sess.run, list(cap.outputs), adapt_feed(sess, cap.inputs))
     files = {"model": f"{name}/model.onnx"}
-    stages.run(f"{name}: export ONNX (torch.onnx)", onnx_export.export, cap, writer.path(files["model"]))
-    sess = onnx_export.session(writer.path(files["model"]))
-    actual = stages.run(f"{name}: parity check", sess.run, list(cap.outputs), dict(cap.inputs))
-    data = sorted(p.name for p in writer.path(name).iterdir() if p.name != "model.onnx")
-    files.update({f"external_data_{i}": f"{name}/{n}" for i, n in enumerate(data)})
-    return files, [], {"opset": onnx_export.OPSET}, actual
+    files.update({f"external_data_{i}": f"{name}/{n}" for i, n in enumerate(onnx_export.external_data_files(model))})
+    return files, [], info, actual
+
+
+def _emit_coreml(writer, name: str, cap: capture.Captured, stages: _Stages, scheme, options: dict):
+    """Convert to a Core ML package with the Swift package's names; returns (files, weight specs,
+    info, outputs to check, the module those outputs must match)."""
+    from . import coreml_export as cm
+
+    swift = cm.swift_component(name, cap)
+    swift_name = cm.SWIFT_NAMES.get(name, name)
+    info = {"swift_name": swift_name, "minimum_ios": options["minimum_ios"], "attention": "original"}
+    if options["attention"] == "split-einsum":
+        swift, rewritten = cm.with_split_einsum(swift)
+        info.update(attention="split-einsum", attention_layers_rewritten=rewritten)
+    model = stages.run(f"{name}: convert to Core ML (coremltools)", cm.convert, swift, options["minimum_ios"])
+    elements = cm.float_weight_elements(model)
+    if scheme is not None:
+        model, applied, reason = stages.run(f"{name}: compress {scheme.name} (coremltools)", cm.compress, model,
+                                            scheme, options["minimum_ios"])
+        info["quant"] = {"scheme": scheme.name, "applied": applied, "fallback_reason": reason}
+    folder = writer.path(options["folder"])
+    package = folder / f"{swift_name}.mlpackage"
+    stages.run(f"{name}: write {package.name}", model.save, str(package))
+    nbytes = cm.weight_bytes(package)
+    info["weight_bytes"] = nbytes
+    if "quant" in info:
+        info["quant"]["bits_per_weight"] = round(8 * nbytes / max(elements, 1), 3)
+    packages = [package]
+    if name == "unet" and options["chunk_mb"] is not None and nbytes > options["chunk_mb"] * 1e6:
+        packages = [folder / f"{swift_name}Chunk1.mlpackage", folder / f"{swift_name}Chunk2.mlpackage"]
+        stages.run(f"{name}: bisect into two chunks", cm.bisect, package, *packages)
+        info["chunks"] = [{"package": p.name, "weight_bytes": cm.weight_bytes(p)} for p in packages]
+    files = {}
+    for i, p in enumerate(packages):
+        files.update({(f"chunk{i + 1}_{k}" if len(packages) > 1 else k): v
+                      for k, v in cm.package_files(p, writer.tmp).items()})
+    # Core ML predictions need macOS: here the converted graph's torch side is what is checked.
+    actual = list(capture.run_torch(swift).values())
+    info["parity_scope"] = ("torch module with the Swift package's inputs/outputs"
+                            + (" and split-einsum attention" if info["attention"] == "split-einsum" else "")
+                            + " vs the original component; Core ML predictions need macOS")
+    return files, [], info, actual, swift
+
+
+def _parity_outputs(name: str, cap: capture.Captured, swift: capture.Captured | None, reference: dict,
+                    actual: list) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pairs (reference, actual) in the original component's terms."""
+    if swift is None:
+        return [(reference[n], a) for n, a in zip(cap.outputs, actual)]
+    ref = reference[cap.outputs[0]]
+    return [(ref[-1:] if name == "text_encoder" else ref, actual[0])]
 
 
 def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, target, tvm_target: dict,
-                     stages: _Stages, parity_db: float) -> dict:
+                     stages: _Stages, parity_db: float, scheme, options: dict) -> dict:
+    swift = None
     if target.backend == "onnxruntime":
-        files, weight_specs, info, actual = _emit_onnx(writer, name, cap, stages)
+        files, weight_specs, info, actual = _emit_onnx(writer, name, cap, stages, scheme)
+    elif target.backend == "coreml":
+        files, weight_specs, info, actual, swift = _emit_coreml(writer, name, cap, stages, scheme, options)
     else:
         files, weight_specs, info, actual = _emit_tvm(writer, name, cap, target, tvm_target, stages)
     reference = capture.run_torch(cap)
-    measured = min(psnr(reference[n], a) for n, a in zip(cap.outputs, actual))
-    if measured < parity_db:
+    measured = min(psnr(r, a) for r, a in _parity_outputs(name, cap, swift, reference, actual))
+    gate = parity_db if scheme is None else QUANT_FLOOR_DB
+    if measured < gate:
+        what = "quantized with " + scheme.name if scheme is not None else "compiled"
         raise ParityError(
-            f"component {name!r} compiled for {target.name} reproduces torch at {measured:.2f} dB PSNR, "
-            f"under the {parity_db:.1f} dB gate; the artifact was not written.", measured, parity_db)
+            f"component {name!r} {what} for {target.name} reproduces torch at {measured:.2f} dB PSNR, "
+            f"under the {gate:.1f} dB gate; the artifact was not written.", measured, gate)
+    shown = swift or cap
     writer.add_component(Component(
         name=name, backend=target.backend, family=cap.family, files=files,
-        inputs=[TensorSpec.of(n, a) for n, a in cap.inputs.items()],
-        outputs=[TensorSpec.of(n, a) for n, a in zip(cap.outputs, actual)],
+        inputs=[TensorSpec.of(n, a) for n, a in shown.inputs.items()],
+        outputs=[TensorSpec.of(n, a) for n, a in zip(shown.outputs, actual)],
         weights=weight_specs,
-        info={"parity_psnr_db": round(measured, 2), "parity_threshold_db": parity_db, **info}))
-    return {"psnr_db": round(measured, 2)}
+        info={"parity_psnr_db": round(measured, 2), "parity_threshold_db": gate, **info}))
+    return {"psnr_db": round(measured, 2), **{k: info[k] for k in ("quant", "parity_scope") if k in info}}
 
 
 def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: int | None = None,
           width: int | None = None, batch: int | None = None, overwrite: bool = False, progress=None,
-          parity_db: float = COMPONENT_PSNR_DB) -> BuildReport:
-    """Build a diffusers pipeline folder into an artifact at `out`."""
+          parity_db: float = COMPONENT_PSNR_DB, quant: str | None = None, attention: str = "original",
+          minimum_ios: int = 16, chunk_mb: float | None = 1000.0) -> BuildReport:
+    """Build a diffusers pipeline folder into an artifact at `out`.
+
+    quant: a scheme of edgegen.core.quant (onnx and coreml targets map it onto their tools).
+    attention, minimum_ios, chunk_mb: Core ML only: "split-einsum" rewrites attention for the
+    Neural Engine; the deployment target; the UNet is cut in two when its weights exceed chunk_mb
+    (None: never)."""
     t_start = time.perf_counter()
     tgt = get_target(target)
+    scheme = parse_scheme(quant) if quant else None
+    if scheme is not None and tgt.backend not in ("onnxruntime", "coreml"):
+        raise ValueError(f"--quant is mapped for the onnx and coreml targets; the {tgt.name} target compiles "
+                         f"float32 only in this edgegen (its quantized kernels are not built yet)")
+    if attention not in ("original", "split-einsum"):
+        raise ValueError(f"attention must be 'original' or 'split-einsum', got {attention!r}")
+    if tgt.backend == "coreml":
+        from .coreml_export import check_options
+
+        check_options(scheme, minimum_ios)
     model_dir = Path(model_dir)
     index = source.read_model_index(model_dir)
     family = FAMILIES.get(index.get("_class_name"))
     if family is None:
         raise ModelError(f"{model_dir}: pipeline class {index.get('_class_name')!r} is not supported; "
                          f"edgegen builds {sorted(FAMILIES)}.")
+    options = {"attention": attention, "minimum_ios": minimum_ios, "chunk_mb": chunk_mb,
+               "folder": "Resources" if family is sd else "coreml"}
     stages = _Stages(progress)
     with ArtifactWriter(out, overwrite=overwrite) as writer:
         plan = stages.run("load pipeline", family.plan, model_dir, index, height=height, width=width, batch=batch)
+        if tgt.backend == "onnxruntime" and getattr(family, "OPTIMUM_TASK", None):
+            from . import onnx_export
+
+            stages.run("export pipeline to ONNX (optimum)", onnx_export.export_pipeline, model_dir, writer.tmp,
+                       family.OPTIMUM_TASK)
         tvm_target = lower.resolve_target(tgt.tvm_target) if tgt.tvm_target else {}
-        components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db)
+        components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db, scheme, options)
                       for name, cap in plan.components.items()}
         with open(writer.path(SCHEDULER_CONFIG), "w") as f:
             json.dump(plan.scheduler_config, f, indent=1)
         pipeline = {**plan.pipeline, "scheduler_config": SCHEDULER_CONFIG, **plan.write_extra(writer)}
+        if tgt.backend == "coreml" and "tokenizer" in pipeline:
+            for key in ("vocab", "merges"):   # the Swift package reads them beside the models
+                shutil.copy(writer.path(pipeline["tokenizer"][key]), writer.path(options["folder"]))
         model_hash = stages.run("hash source model", sha256_tree, model_dir)
         dest = writer.commit(
             pipeline=pipeline,
             source={"path": str(model_dir.absolute()), "sha256": model_hash, "class": index.get("_class_name")},
             target={"name": tgt.name, "backend": tgt.backend, "tvm_target": tvm_target,
-                    "device_profile": vars(tgt.profile)},
+                    "device_profile": vars(tgt.profile), **({"quant": scheme.name} if scheme else {}),
+                    **({"coreml": {k: options[k] for k in ("attention", "minimum_ios", "chunk_mb")}}
+                       if tgt.backend == "coreml" else {})},
             toolchain=toolchain_versions(),
         )
     size = sum(p.stat().st_size for p in Path(dest).rglob("*") if p.is_file())
+    manifest = json.loads((Path(dest) / "manifest.json").read_text())
     for name in components:
-        components[name]["bytes"] = sum(p.stat().st_size for p in (Path(dest) / name).rglob("*"))
+        components[name]["bytes"] = sum(manifest["files"][rel]["bytes"]
+                                        for rel in manifest["components"][name]["files"].values())
     return BuildReport(artifact=str(dest), target=tgt.name, seconds=time.perf_counter() - t_start,
                        bytes=size, components=components, stages=stages.done)

@@ -12,6 +12,7 @@ from .plan import Plan
 
 PIPELINE_CLASSES = ("StableDiffusionPipeline",)
 KIND = "stable-diffusion"
+OPTIMUM_TASK = "text-to-image"   # --target onnx exports the folder with optimum, in its layout
 CALIBRATION_PROMPT = "a photo of an astronaut riding a horse on the moon"
 REQUIRED = {
     "unet": ("UNet2DConditionModel", "config.json"),

@@ -26,14 +26,24 @@ def cmd_build(args) -> int:
     from edgegen import build
 
     report = build(args.model_dir, args.out, target=args.target, height=args.height, width=args.width,
-                   batch=args.batch, overwrite=args.overwrite, progress=None if args.quiet else _progress_printer())
+                   batch=args.batch, overwrite=args.overwrite, progress=None if args.quiet else _progress_printer(),
+                   quant=args.quant, attention=args.attention, minimum_ios=args.min_ios,
+                   chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb)
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
         print(f"built {report.artifact} for {report.target} in {report.seconds:.1f}s, "
               f"{report.bytes / 1e6:.2f} MB")
         for name, info in report.components.items():
-            print(f"  {name:14s} {info['bytes'] / 1e6:8.2f} MB  parity {info['psnr_db']:.1f} dB")
+            q = info.get("quant")
+            parity = "torch-side check" if "parity_scope" in info else "parity"
+            print(f"  {name:14s} {info['bytes'] / 1e6:8.2f} MB  {parity} {info['psnr_db']:.1f} dB"
+                  + (f"  {q['applied']} {q['bits_per_weight']:.2f} bits/weight" if q else ""))
+            if q and q.get("fallback_reason"):
+                arrow = f" -> {q['applied']}" if q["applied"] != q["scheme"] else ""
+                print(f"  {'':14s} {q['scheme']}{arrow}: {q['fallback_reason']}")
+        if any("parity_scope" in i for i in report.components.values()):
+            print("  (Core ML predictions need macOS: the check ran the converted modules' torch side)")
     return 0
 
 
@@ -73,7 +83,9 @@ def cmd_inspect(args) -> int:
     print(f"artifact   {art.root}  (schema {m['schema_version']}, created {m.get('created')})")
     tvm_target = m["target"].get("tvm_target")
     print(f"target     {m['target']['name']}  backend {m['target']['backend']}"
-          + (f"  tvm {json.dumps(tvm_target)}" if tvm_target else ""))
+          + (f"  tvm {json.dumps(tvm_target)}" if tvm_target else "")
+          + (f"  quant {m['target']['quant']}" if m["target"].get("quant") else "")
+          + (f"  coreml {json.dumps(m['target']['coreml'])}" if m["target"].get("coreml") else ""))
     print(f"source     {m['source']['path']}  sha256 {m['source']['sha256'][:16]}…  ({m['source'].get('class')})")
     p = m["pipeline"]
     shape = ("latents", p["latent_shape"]) if "latent_shape" in p else ("samples per call", p.get("sample_shape"))
@@ -83,8 +95,10 @@ def cmd_inspect(args) -> int:
     for comp in art.components.values():
         size = sum(m["files"][f]["bytes"] for f in comp.files.values())
         parity = comp.info.get("parity_psnr_db")
-        print(f"  {comp.name}: {comp.family} on {comp.backend}, {size / 1e6:.2f} MB, "
-              f"{len(comp.weights)} weight tensors, parity {parity} dB")
+        weights = f"{len(comp.weights)} weight tensors, " if comp.weights else ""
+        q = comp.info.get("quant")
+        print(f"  {comp.name}: {comp.family} on {comp.backend}, {size / 1e6:.2f} MB, {weights}parity {parity} dB"
+              + (f", {q['applied']} at {q['bits_per_weight']} bits/weight" if q else ""))
         for kind, specs in (("in ", comp.inputs), ("out", comp.outputs)):
             for s in specs:
                 print(f"      {kind} {s.name:24s} {s.dtype:8s} {list(s.shape)}")
@@ -140,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--width", type=int)
     b.add_argument("--batch", type=int, help="images per call for class-conditional models (default 10)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing artifact at --out")
+    b.add_argument("--quant", help="quantization scheme: fp16, w8, w4g32, w4g64, w4g128, pal4, pal6, ternary, w8a8, "
+                                   "mixed:<dB> (onnx and coreml targets)")
+    b.add_argument("--attention", choices=["original", "split-einsum"], default="original",
+                   help="coreml: attention layout (split-einsum suits the Apple Neural Engine)")
+    b.add_argument("--min-ios", type=int, choices=[16, 17, 18], default=16, help="coreml: minimum iOS version")
+    b.add_argument("--chunk-mb", type=float, default=1000.0,
+                   help="coreml: cut the UNet in two when its weights exceed this many MB (0: never)")
     b.add_argument("--quiet", action="store_true", help="no progress display")
     b.add_argument("--json", action="store_true", help="print a machine-readable summary")
     b.set_defaults(func=cmd_build)

@@ -7,13 +7,34 @@ import importlib.util
 import numpy as np
 
 from edgegen.core.artifact import Artifact, Component
+from edgegen.core.errors import InputError
 from edgegen.core.specs import check_inputs
 
 INSTALL_HINT = "pip install 'edgegen[onnx]' (onnxruntime==1.31.1)"
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+               "tensor(int32)": np.int32, "tensor(double)": np.float64}
 
 
 def is_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
+
+
+def adapt_feed(session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Fit a feed to what the ONNX graph declares: its input dtypes (optimum exports token ids
+    as int64) and a scalar where the graph takes one (optimum's UNet timestep) and the caller
+    passes one value per batch row, all equal."""
+    out = {}
+    for inp in session.get_inputs():
+        if inp.name not in feed:
+            raise InputError(f"ONNX model input {inp.name!r} was not given (got {sorted(feed)})")
+        a = np.asarray(feed[inp.name])
+        if len(inp.shape) == 0 and a.ndim == 1:
+            if a.size and not np.all(a == a[0]):
+                raise InputError(f"input {inp.name!r}: this ONNX model takes one scalar for the whole batch, "
+                                 f"got different values {a.tolist()}")
+            a = a[0]
+        out[inp.name] = np.array(a, dtype=_ORT_DTYPES.get(inp.type, a.dtype), order="C")  # keeps 0-d as 0-d
+    return out
 
 
 class Session:
@@ -29,7 +50,7 @@ class Session:
 
     def run(self, **inputs) -> dict[str, np.ndarray]:
         arrays = check_inputs(self.component.inputs, inputs, f"component {self.component.name!r}")
-        feed = {s.name: np.ascontiguousarray(a) for s, a in zip(self.component.inputs, arrays)}
+        feed = adapt_feed(self._sess, {s.name: a for s, a in zip(self.component.inputs, arrays)})
         return dict(zip(self._names, self._sess.run(self._names, feed)))
 
     def close(self) -> None:

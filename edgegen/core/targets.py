@@ -42,7 +42,19 @@ TARGETS: dict[str, Target] = {
         tvm_target={},
         profile=DeviceProfile("onnxruntime-cpu", memory_budget_bytes=8 * _GIB, max_buffer_bytes=2 * _GIB,
                               notes="ONNX models for onnxruntime (any host onnxruntime runs on)"),
-        description="ONNX (opset 18) per component, exported by torch.onnx, run by onnxruntime",
+        description="ONNX per component, in optimum's ORTDiffusionPipeline layout where optimum covers the "
+                    "pipeline (torch.onnx opset 18 otherwise), run by onnxruntime",
+    ),
+    "coreml": Target(
+        name="coreml",
+        backend="coreml",
+        tvm_target={},
+        profile=DeviceProfile("apple-ane-gpu", memory_budget_bytes=6 * _GIB, max_buffer_bytes=1 * _GIB,
+                              notes="Core ML ML Programs for iOS/macOS (Neural Engine, GPU, CPU); predictions "
+                                    "need macOS or iOS"),
+        description="Core ML .mlpackage per component (coremltools), in the Resources/ layout of Apple's Swift "
+                    "StableDiffusion package",
+        aliases=("mlpackage",),
     ),
 }
 
