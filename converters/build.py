@@ -89,15 +89,17 @@ def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict
     exported = stages.run(f"{name}: capture (torch.export)", capture.export, cap)
     lowered = stages.run(f"{name}: import to TVM Relax", lower.to_relax, exported, len(cap.inputs),
                          f"component {name!r}")
+    kernels: list = []
     executable = stages.run(f"{name}: compile for {target.name}", lower.compile_module, lowered.module,
-                            tvm_target)
+                            tvm_target, kernels)
     files = {"library": f"{name}/model.so", "weights": f"{name}/weights.safetensors"}
     stages.run(f"{name}: write library and weights", _write_component, writer, executable,
                lowered.weights, files["library"], files["weights"])
     actual = stages.run(f"{name}: parity check", lower.run_library, writer.path(files["library"]),
                         list(cap.inputs.values()), [lowered.weights[s.name] for s in lowered.weight_specs])
     info = {"schedule_rules": lower.SCHEDULE_RULES.get(tvm_target["kind"], []),
-            "num_weights": int(sum(int(np.prod(s.shape)) for s in lowered.weight_specs))}
+            "num_weights": int(sum(int(np.prod(s.shape)) for s in lowered.weight_specs)),
+            "kernels": kernels}
     return files, lowered.weight_specs, info, actual
 
 

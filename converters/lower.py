@@ -83,10 +83,51 @@ def to_relax(exported_program, num_inputs: int, what: str) -> Lowered:
     return Lowered(mod, specs, weights)
 
 
-def cpu_pipeline(target):
+def kernel_table(mod) -> list[dict]:
+    """Each kernel (a TIR function after fusion) with its calls from main, FLOPs per call, and the
+    bytes of its arguments and results (what one call reads and writes at least), in order of
+    first call."""
+    tvm = import_tvm_compiler()
+    from tvm import relax, tirx
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    calls: dict[str, dict] = {}
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) == "relax.call_tir":
+            name = expr.args[0].name_hint
+            entry = calls.setdefault(name, {"kernel": name, "calls": 0,
+                                            "bytes": _type_bytes(expr.args[1].ty) + _type_bytes(expr.ty)})
+            entry["calls"] += 1
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    for name, entry in calls.items():
+        func = mod[name]
+        try:
+            entry["flops"] = float(estimate_tir_flops(tvm.IRModule({name: func}))) \
+                if isinstance(func, tirx.PrimFunc) else 0.0
+        except Exception:  # noqa: BLE001 - TVM cannot count some loop forms; count them as memory-only
+            entry["flops"] = 0.0
+    return list(calls.values())
+
+
+def _type_bytes(ty) -> int:
+    """Bytes held by a Relax value of type `ty` (a tensor or a tuple of them) with static shape."""
+    fields = getattr(ty, "fields", None)
+    if fields is not None:
+        return sum(_type_bytes(f) for f in fields)
+    shape = getattr(getattr(ty, "shape", None), "values", None)
+    if shape is None:
+        return 0
+    bits = int("".join(c for c in str(ty.dtype) if c.isdigit()) or 32)
+    return int(np.prod([int(d) for d in shape])) * max(bits // 8, 1)
+
+
+def cpu_pipeline(target, kernels: list | None = None):
     """TVM's CPU pipeline with edgegen's schedule rules applied after operator fusion, and
     exp/softmax/erf/tanh replaced by their polynomial forms, which vectorize (libm's do not);
-    the build's parity gate measures what that costs in accuracy."""
+    the build's parity gate measures what that costs in accuracy. `kernels`, when given,
+    receives kernel_table() of the fused module."""
     tvm = import_tvm_compiler()
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -98,14 +139,26 @@ def cpu_pipeline(target):
     @tvm.transform.module_pass(opt_level=0, name="EdgegenCPUPipeline")
     def _pipeline(mod, _ctx):
         with target:
+            record = [] if kernels is None else [_record(kernels)]
             passes = (cpu.library_dispatch_passes(target)
                       + [gelu.make_pass(), relax.transform.FastMathTransform()]
-                      + cpu.legalize_passes(target)
+                      + cpu.legalize_passes(target) + record
                       + [dlight.ApplyDefaultSchedule(make_rule())]
                       + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+def _record(kernels: list):
+    tvm = import_tvm_compiler()
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgegenKernelTable")
+    def _pass(mod, _ctx):
+        kernels.extend(kernel_table(mod))
+        return mod
+
+    return _pass
 
 
 SCHEDULE_RULES = {"llvm": ["cpu-parallel-vectorize"]}
@@ -121,13 +174,14 @@ def resolve_target(tvm_target: dict) -> dict:
     return {**tvm_target, "mcpu": codegen.llvm_get_system_cpu()}
 
 
-def compile_module(module, tvm_target: dict):
-    """Compile a Relax module for a (resolved) target; return the executable."""
+def compile_module(module, tvm_target: dict, kernels: list | None = None):
+    """Compile a Relax module for a (resolved) target; return the executable. `kernels`, when
+    given, receives the fused module's kernel table (names, calls, FLOPs, bytes)."""
     tvm = import_tvm_compiler()
     target = tvm.target.Target(tvm_target)
     if target.kind.name != "llvm":
         raise EdgegenError(f"no compile pipeline for target kind {target.kind.name!r} yet")
-    return tvm.compile(module, target=target, relax_pipeline=cpu_pipeline(target))
+    return tvm.compile(module, target=target, relax_pipeline=cpu_pipeline(target, kernels))
 
 
 def run_library(library_path, inputs: list[np.ndarray], weights: list[np.ndarray]) -> list[np.ndarray]:

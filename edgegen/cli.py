@@ -127,6 +127,34 @@ def cmd_validate(args) -> int:
     return 0 if report.passed else 1
 
 
+def cmd_bench(args) -> int:
+    from edgegen.bench import bench
+
+    report = bench(args.artifact, device=args.device, runs=args.runs, warmup=args.warmup, steps=args.steps,
+                   run_timeout_s=args.run_timeout)
+    data = report.to_json()
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(data, f, indent=1)
+    if args.json:
+        print(json.dumps(data, indent=1))
+    else:
+        print(f"device {report.device}: cold start {_fmt(report.cold_start_s, 's')}, "
+              f"{report.steps} steps {_fmt(report.image_s, 's')} per image, peak RSS "
+              + (f"{report.peak_rss_bytes / 1e6:.0f} MB" if report.peak_rss_bytes else f"n/a ({report.memory_note})"))
+        print(f"  {'component':14s} {'median ms':>10s} {'min':>9s} {'max':>9s} {'IQR':>8s}  runs ok / errors")
+        for name, c in data["components"].items():
+            print(f"  {name:14s} {_fmt(c.get('median_ms')):>10s} {_fmt(c.get('min_ms')):>9s} "
+                  f"{_fmt(c.get('max_ms')):>9s} {_fmt(c.get('iqr_ms')):>8s}  {c['runs_ok']} / {len(c['errors'])}")
+        for err in report.errors:
+            print(f"  error: {err}")
+    return 1 if report.failed else 0
+
+
+def _fmt(value, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:.3f}{unit}" if unit else f"{value:.2f}"
+
+
 def cmd_demo(args) -> int:
     from edgegen.demo import run_demo
 
@@ -193,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate, steps=10, prompt="a photo of an astronaut riding a horse")
 
     d = sub.add_parser("demo", help="build the digits generator for the CPU and draw a 10x10 grid of samples")
+    be = sub.add_parser("bench", help="latency and memory, here or on a device through TVM's RPC tracker")
+    be.add_argument("artifact")
+    be.add_argument("--device", default="local", help="local, or rpc://TRACKER_HOST:PORT/KEY")
+    be.add_argument("--runs", type=int, default=10)
+    be.add_argument("--warmup", type=int, default=2)
+    be.add_argument("--steps", type=int, default=20, help="denoising steps for the end-to-end time")
+    be.add_argument("--run-timeout", type=float, default=120.0, help="seconds to wait for any one result")
+    be.add_argument("--out", help="write the report as JSON here")
+    be.add_argument("--json", action="store_true")
+    be.set_defaults(func=cmd_bench)
+
     d.add_argument("--model", help="a class-conditional DiT pipeline folder (default: examples/digits/pipeline)")
     d.add_argument("--cache", default=".cache/edgegen-demo", help="where the built artifact is kept")
     d.add_argument("--out", default="demo.png")

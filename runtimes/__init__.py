@@ -36,8 +36,9 @@ def load_component(artifact: Artifact, name: str):
     return get_backend(comp.backend).load(artifact, comp)
 
 
-def load(path: str | Path, verify: bool = True):
-    """Open an artifact folder and return its pipeline object."""
+def load(path: str | Path, verify: bool = True, session_factory=None):
+    """Open an artifact folder and return its pipeline object. `session_factory(artifact, name)`,
+    when given, makes each component's session (e.g. on a remote device) instead of its backend."""
     from . import class_conditional, stable_diffusion
 
     artifact = Artifact.open(path, verify=verify)
@@ -46,5 +47,6 @@ def load(path: str | Path, verify: bool = True):
     kind = artifact.pipeline.get("kind")
     if kind not in pipelines:
         raise ArtifactError(f"{path}: pipeline kind {kind!r} is unknown to this edgegen; upgrade edgegen.")
-    sessions = {name: load_component(artifact, name) for name in artifact.components}
+    make = session_factory or load_component
+    sessions = {name: make(artifact, name) for name in artifact.components}
     return pipelines[kind](artifact, sessions)

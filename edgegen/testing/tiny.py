@@ -59,9 +59,38 @@ def make_clip_tokenizer_files(folder: str | Path, num_merges: int = 120) -> dict
     return vocab
 
 
+# Model sizes by name: "tiny" for tests; "sd14" has the real Stable Diffusion 1.4 configs
+# (CLIP ViT-L/14 text encoder, the 860M-parameter UNet, the 84M VAE) for size, speed and
+# estimate benchmarks; its weights are random, so it generates noise.
+SHAPES = {
+    "tiny": {
+        "text": dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2),
+        "unet": dict(layers_per_block=1, block_out_channels=(32, 64),
+                     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                     attention_head_dim=8, norm_num_groups=8),
+        "vae": dict(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                    block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8),
+        "sample_size": 16,
+    },
+    "sd14": {
+        "text": dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                     hidden_act="quick_gelu", projection_dim=768),
+        "unet": dict(layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+                     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
+                     attention_head_dim=8, norm_num_groups=32),
+        "vae": dict(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                    block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32),
+        "sample_size": 64,
+    },
+}
+
+
 def make_tiny_sd_pipeline(path: str | Path, seed: int = 0, scheduler: str = "ddim",
-                          sample_size: int = 16) -> Path:
-    """Write a tiny StableDiffusionPipeline folder to `path` and return it."""
+                          sample_size: int | None = None, shape: str = "tiny") -> Path:
+    """Write a Stable-Diffusion-shaped pipeline folder with random weights to `path` and return it
+    (`shape`: a key of SHAPES)."""
     import tempfile
 
     import torch
@@ -69,6 +98,8 @@ def make_tiny_sd_pipeline(path: str | Path, seed: int = 0, scheduler: str = "ddi
                            UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    cfg = SHAPES[shape]
+    sample_size = sample_size or cfg["sample_size"]
     path = Path(path)
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,18 +107,11 @@ def make_tiny_sd_pipeline(path: str | Path, seed: int = 0, scheduler: str = "ddi
         tokenizer = CLIPTokenizer(f"{tmp}/vocab.json", f"{tmp}/merges.txt", bos_token=BOS, eos_token=EOS,
                                   pad_token=EOS, unk_token=EOS, model_max_length=77)
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_attention_heads=4,
-        num_hidden_layers=2, max_position_embeddings=77, bos_token_id=vocab[BOS],
-        eos_token_id=vocab[EOS], pad_token_id=vocab[EOS]))
-    unet = UNet2DConditionModel(
-        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-        attention_head_dim=8, norm_num_groups=8)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(32, 64),
-        latent_channels=4, layers_per_block=1, norm_num_groups=8, sample_size=sample_size * 2)
+        vocab_size=len(vocab) if shape == "tiny" else 49408, max_position_embeddings=77,
+        bos_token_id=vocab[BOS], eos_token_id=vocab[EOS], pad_token_id=vocab[EOS], **cfg["text"]))
+    unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, **cfg["unet"])
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=sample_size * 2 ** (
+        len(cfg["vae"]["block_out_channels"]) - 1), **cfg["vae"])
     sched_cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}[scheduler]
     extra = {"clip_sample": False, "set_alpha_to_one": False} if scheduler == "ddim" else {}
     sched = sched_cls(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",

@@ -1,0 +1,201 @@
+"""`edgegen bench`: latency and memory of an artifact, here or on a device behind TVM's RPC tracker.
+
+The measuring runs in a worker process that reports each result as one JSON line;
+this side reads them with a deadline per line, so a device that disconnects, hangs
+or fails mid-run becomes a per-run error in the report within a bounded time,
+never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class BenchReport:
+    artifact: str
+    device: str
+    runs: int
+    warmup: int
+    steps: int
+    cold_start_s: float | None = None
+    components: dict = field(default_factory=dict)    # name -> {"ms": [...], "errors": [...]}
+    image_s: float | None = None                      # end to end, per image
+    peak_rss_bytes: int | None = None
+    memory_note: str = ""
+    errors: list = field(default_factory=list)
+    total_s: float = 0.0
+
+    @staticmethod
+    def _stats(ms: list[float]) -> dict:
+        if not ms:
+            return {}
+        a = np.asarray(ms)
+        return {"median_ms": round(float(np.median(a)), 3), "min_ms": round(float(a.min()), 3),
+                "max_ms": round(float(a.max()), 3),
+                "iqr_ms": round(float(np.percentile(a, 75) - np.percentile(a, 25)), 3)}
+
+    def to_json(self) -> dict:
+        comps = {n: {**self._stats(c["ms"]), "runs_ok": len(c["ms"]), "errors": c["errors"]}
+                 for n, c in self.components.items()}
+        return {"artifact": self.artifact, "device": self.device, "runs": self.runs, "warmup": self.warmup,
+                "steps": self.steps, "cold_start_s": self.cold_start_s, "components": comps,
+                "image_s": self.image_s, "peak_rss_bytes": self.peak_rss_bytes, "memory_note": self.memory_note,
+                "errors": self.errors, "total_s": round(self.total_s, 3), "ok": not self.failed}
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) or any(c["errors"] for c in self.components.values())
+
+
+def bench(artifact: str, device: str = "local", runs: int = 10, warmup: int = 2, steps: int = 20,
+          run_timeout_s: float = 120.0, total_timeout_s: float = 1800.0, on_event=None) -> BenchReport:
+    """Measure `artifact` on `device` ("local" or rpc://TRACKER_HOST:PORT/KEY). `on_event(event)`
+    sees each result as it arrives (a dict with "event": cold_start | run | image | memory | error)."""
+    from edgegen.core import Artifact
+
+    art = Artifact.open(artifact)
+    report = BenchReport(artifact=str(art.root), device=device, runs=runs, warmup=warmup, steps=steps,
+                         components={n: {"ms": [], "errors": []} for n in art.components})
+    config = {"artifact": str(art.root), "device": device, "runs": runs, "warmup": warmup, "steps": steps,
+              "session_timeout_s": total_timeout_s}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "edgegen.bench", json.dumps(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    stopped = None
+    try:
+        while True:
+            left = min(run_timeout_s, total_timeout_s - (time.perf_counter() - t0))
+            if left <= 0 or not sel.select(timeout=left):
+                stopped = (f"no result from the device for {run_timeout_s:.0f} s (a hung device or server)"
+                           if left > 0 else f"the bench ran past its {total_timeout_s:.0f} s limit")
+                break
+            line = proc.stdout.readline()
+            if not line:
+                break
+            event = json.loads(line)
+            _record(report, event)
+            if on_event is not None:
+                on_event(event)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        sel.close()
+        stderr = proc.stderr.read().strip().splitlines()
+    if stopped is None and proc.returncode != 0 and not report.errors:
+        stopped = f"the bench worker exited with code {proc.returncode}: " + (stderr[-1] if stderr else "")
+    if stopped:
+        report.errors.append(stopped)
+    if report.errors:
+        for comp in report.components.values():   # the runs that never happened
+            missing = runs - len(comp["ms"]) - len(comp["errors"])
+            comp["errors"] += [f"not run: {report.errors[0]}"] * max(missing, 0)
+    report.total_s = time.perf_counter() - t0
+    return report
+
+
+def _record(report: BenchReport, event: dict) -> None:
+    kind = event["event"]
+    if kind == "cold_start":
+        report.cold_start_s = event["seconds"]
+    elif kind == "run":
+        comp = report.components[event["component"]]
+        if "error" in event:
+            comp["errors"].append(event["error"])
+        else:
+            comp["ms"].append(event["ms"])
+    elif kind == "image":
+        report.image_s = event["seconds"]
+    elif kind == "memory":
+        report.peak_rss_bytes, report.memory_note = event.get("rss_bytes"), event.get("note", "")
+    elif kind == "error":
+        report.errors.append(event["error"])
+
+
+# ---- the worker: runs in its own process, one JSON line per result ----
+
+def _emit(**event) -> None:
+    print(json.dumps(event), flush=True)
+
+
+def example_inputs(component) -> dict[str, np.ndarray]:
+    """Deterministic inputs of the component's shapes: normal floats, one timestep (500) for
+    every row of 1-D float inputs, zero ids and labels."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for spec in component.inputs:
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind != "f":
+            out[spec.name] = np.zeros(spec.shape, dtype)
+        elif len(spec.shape) == 1:
+            out[spec.name] = np.full(spec.shape, 500, dtype)
+        else:
+            out[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
+    return out
+
+
+def _worker(config: dict) -> int:
+    import resource
+
+    from edgegen import runtimes
+
+    device, runs, warmup = config["device"], config["runs"], config["warmup"]
+    t0 = time.perf_counter()
+    try:
+        factory = None
+        if device != "local":
+            from edgegen.runtimes.tvm_rpc import RemoteSession, connect
+
+            remote = connect(device, config["session_timeout_s"])
+            factory = lambda art, name: RemoteSession(art, art.component(name), remote)  # noqa: E731
+        pipe = runtimes.load(config["artifact"], session_factory=factory)
+        feeds = {name: example_inputs(s.component) for name, s in pipe.sessions.items()}
+        for name, session in pipe.sessions.items():
+            session.run(**feeds[name])
+        _emit(event="cold_start", seconds=round(time.perf_counter() - t0, 4))
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: the parent writes the report
+        _emit(event="error", error=f"load: {type(exc).__name__}: {exc}")
+        return 1
+    for name, session in pipe.sessions.items():
+        for i in range(warmup + runs):
+            try:
+                t = time.perf_counter()
+                session.run(**feeds[name])
+                if i >= warmup:
+                    _emit(event="run", component=name, ms=round((time.perf_counter() - t) * 1e3, 4))
+            except Exception as exc:  # noqa: BLE001
+                _emit(event="run", component=name, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+    try:
+        t = time.perf_counter()
+        kind = pipe.artifact.pipeline["kind"]
+        if kind == "stable-diffusion":
+            pipe("a photo of an astronaut riding a horse", num_inference_steps=config["steps"], seed=0)
+            per_image = 1
+        else:
+            per_image = pipe.batch
+            pipe(list(range(per_image)), num_inference_steps=config["steps"], seed=0)
+        _emit(event="image", seconds=round((time.perf_counter() - t) / per_image, 4))
+    except Exception as exc:  # noqa: BLE001
+        _emit(event="error", error=f"end-to-end: {type(exc).__name__}: {str(exc)[:300]}")
+    if device == "local":
+        _emit(event="memory", rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+              note="peak resident set size of the process that loaded and ran the artifact")
+    else:
+        _emit(event="memory", rss_bytes=None,
+              note="TVM's RPC server does not report its memory; read it on the device")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(json.loads(sys.argv[1])))
