@@ -112,7 +112,11 @@ def cmd_validate(args) -> int:
     from edgegen import validate
 
     report = validate(args.artifact, args.model_dir, prompt=args.prompt, num_inference_steps=args.steps,
-                      guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler)
+                      guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler, trace=args.trace)
+    if args.report:
+        from edgegen.validation import write_report
+
+        write_report(report, args.report, title=f"edgegen validate {args.artifact}")
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
@@ -123,6 +127,13 @@ def cmd_validate(args) -> int:
             print(f"  {name:14s} {db:7.2f} dB")
         print("  per-step latent PSNR (dB): " + " ".join(f"{d:.1f}" for d in report.steps))
         print(f"  final image    {report.image_psnr_db:7.2f} dB (gate {report.thresholds['image_db']} dB)")
+        for name, t in report.kernel_traces.items():
+            over = t["first_over_limit"]
+            print(f"  {name}: first NaN/Inf kernel {t['first_nonfinite'] or 'none'}; first float16 overflow "
+                  + (f"{over['kernel']} (|x| {over['max_abs']:.3g})" if over else "none")
+                  + f" ({t['kernels_checked']} kernels checked)")
+        if args.report:
+            print(f"  report: {args.report}/report.md")
         print("PASS" if report.passed else "FAIL: " + "; ".join(report.failures))
     return 0 if report.passed else 1
 
@@ -149,6 +160,71 @@ def cmd_bench(args) -> int:
         for err in report.errors:
             print(f"  error: {err}")
     return 1 if report.failed else 0
+
+
+def cmd_profile(args) -> int:
+    from edgegen.profiling import CATEGORIES, profile
+
+    result = profile(args.artifact, runs=args.runs, steps=args.steps)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.chart:
+        _bar_chart(result["per_image"]["share"], f"time per image by operator category ({args.steps} steps)",
+                   args.chart)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"{'ms':>10s} " + " ".join(f"{c:>14s}" for c in CATEGORIES))
+    for name, comp in result["components"].items():
+        print(f"{name:>10s} " + " ".join(f"{comp['categories_ms'][c]:14.3f}" for c in CATEGORIES))
+    share = result["per_image"]["share"]
+    print(f"per image ({args.steps} steps): " + ", ".join(f"{c} {100 * share[c]:.1f}%" for c in CATEGORIES))
+    return 0
+
+
+def _bar_chart(values: dict, title: str, path: str) -> None:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        from edgegen.core.errors import MissingDependencyError
+
+        raise MissingDependencyError("charts need matplotlib: pip install 'edgegen[report]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.barh(list(values), [100 * v for v in values.values()])
+    ax.set_xlabel("% of kernel time")
+    ax.set_title(title)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_estimate(args) -> int:
+    from edgegen.core import Artifact
+    from edgegen.core.targets import device_profile
+    from edgegen.profiling import estimate
+
+    art = Artifact.open(args.artifact)
+    tables = {n: c.info.get("kernels") for n, c in art.components.items()}
+    missing = [n for n, t in tables.items() if not t]
+    if missing:
+        raise ValueError(f"components {missing} carry no kernel table (FLOPs and bytes per kernel); estimate "
+                         f"needs a TVM artifact built by this edgegen: rebuild with `edgegen build --target cpu`")
+    result = estimate(tables, art.pipeline, device_profile(args.device_profile), steps=args.steps,
+                      precision=args.precision)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"{result['device']}, {args.precision}, {result['kind']}")
+    for name, c in result["components"].items():
+        print(f"  {name:14s} {c['seconds'] * 1e3:10.2f} ms per call  ({c['gflop']:.1f} GFLOP; compute "
+              f"{c['compute_bound_s'] * 1e3:.2f} ms, memory {c['memory_bound_s'] * 1e3:.2f} ms)")
+    print(f"  per image at {args.steps} steps: {result['image_s']:.2f} s")
+    return 0
 
 
 def _fmt(value, unit: str = "") -> str:
@@ -217,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="compare an artifact with its source pipeline in torch")
     v.add_argument("artifact")
     v.add_argument("model_dir")
+    v.add_argument("--report", help="write report.md, report.json and PNGs to this folder")
+    v.add_argument("--trace", action="store_true",
+                   help="check every kernel's output for NaN/Inf and float16 overflow (TVM artifacts)")
     sampling(v)
     v.set_defaults(func=cmd_validate, steps=10, prompt="a photo of an astronaut riding a horse")
 
@@ -231,6 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", help="write the report as JSON here")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)
+
+    pr = sub.add_parser("profile", help="time per operator category on this CPU (TVM artifacts)")
+    pr.add_argument("artifact")
+    pr.add_argument("--runs", type=int, default=3)
+    pr.add_argument("--steps", type=int, default=20, help="denoising steps that weight the per-image share")
+    pr.add_argument("--chart", help="write a bar chart (PNG) here")
+    pr.add_argument("--out", help="write the profile as JSON here")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_profile)
+
+    es = sub.add_parser("estimate", help="roofline latency on a phone GPU from the artifact's kernel table")
+    es.add_argument("artifact")
+    es.add_argument("--device-profile", required=True, help="adreno-740, mali-g715 or a17-pro")
+    es.add_argument("--steps", type=int, default=20)
+    es.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
+    es.add_argument("--json", action="store_true")
+    es.set_defaults(func=cmd_estimate)
 
     d.add_argument("--model", help="a class-conditional DiT pipeline folder (default: examples/digits/pipeline)")
     d.add_argument("--cache", default=".cache/edgegen-demo", help="where the built artifact is kept")

@@ -8,6 +8,7 @@ denoising step, and the final image's PSNR; gates are the named thresholds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +31,8 @@ class ValidationReport:
     first_nonfinite_step: int | None = None
     reference_image: np.ndarray | None = None
     artifact_image: np.ndarray | None = None
+    component_inputs: dict = field(default_factory=dict, repr=False)   # what each component PSNR used
+    kernel_traces: dict = field(default_factory=dict)                  # name -> tvm_vm Session.trace()
 
     @property
     def failures(self) -> list[str]:
@@ -41,6 +44,9 @@ class ValidationReport:
                 out.append(f"{name}: {db:.2f} dB < {self.thresholds['component_db']:.1f} dB")
         if self.first_nonfinite_step is not None:
             out.append(f"latents: NaN/Inf first at step {self.first_nonfinite_step}")
+        for name, trace in self.kernel_traces.items():
+            if trace["first_nonfinite"]:
+                out.append(f"{name}: NaN/Inf first produced by kernel {trace['first_nonfinite']}")
         if self.image_psnr_db < self.thresholds["image_db"]:
             out.append(f"final image: {self.image_psnr_db:.2f} dB < {self.thresholds['image_db']:.1f} dB")
         return out
@@ -55,7 +61,7 @@ class ValidationReport:
                 "components_psnr_db": {k: round(v, 2) for k, v in self.components.items()},
                 "step_latent_psnr_db": [round(v, 2) for v in self.steps],
                 "image_psnr_db": round(self.image_psnr_db, 2),
-                "first_nonfinite_step": self.first_nonfinite_step}
+                "first_nonfinite_step": self.first_nonfinite_step, "kernel_traces": self.kernel_traces}
 
     def raise_for_failure(self) -> None:
         if self.failures:
@@ -82,16 +88,26 @@ def _reference_pipeline(model_dir, scheduler: str | None):
 
 def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut riding a horse",
              negative_prompt: str = "", num_inference_steps: int = 10, guidance_scale: float | None = None,
-             seed: int = 0, scheduler: str | None = None) -> ValidationReport:
-    """Run the artifact and its source model side by side from the same inputs."""
+             seed: int = 0, scheduler: str | None = None, trace: bool = False) -> ValidationReport:
+    """Run the artifact and its source model side by side from the same inputs. `trace` checks
+    every kernel's output of TVM artifacts for NaN/Inf and float16 overflow (done anyway when a
+    NaN/Inf shows up)."""
     from edgegen.runtimes import load
 
     rt = load(artifact_dir)
     try:
         if rt.artifact.pipeline["kind"] == "class-conditional-dit":
-            return _validate_dit(rt, model_dir, num_inference_steps, guidance_scale, seed, scheduler)
-        guidance = 7.5 if guidance_scale is None else guidance_scale
-        return _validate_sd(rt, model_dir, prompt, negative_prompt, num_inference_steps, guidance, seed, scheduler)
+            report = _validate_dit(rt, model_dir, num_inference_steps, guidance_scale, seed, scheduler)
+        else:
+            guidance = 7.5 if guidance_scale is None else guidance_scale
+            report = _validate_sd(rt, model_dir, prompt, negative_prompt, num_inference_steps, guidance, seed,
+                                  scheduler)
+        if trace or report.first_nonfinite_step is not None or not all(np.isfinite(list(report.components.values()))):
+            # kernel by kernel on the component inputs: where NaN/Inf or float16 overflow first appears
+            for name, inputs in report.component_inputs.items():
+                if hasattr(rt.sessions[name], "trace"):
+                    report.kernel_traces[name] = rt.sessions[name].trace(**inputs)
+        return report
     finally:
         rt.close()
 
@@ -129,6 +145,7 @@ def _validate_dit(rt, model_dir, steps: int, guidance_scale: float | None, seed:
     nonfinite = next((i for i, x in enumerate(rt_steps) if not np.all(np.isfinite(x))), None)
     img_ref, img_rt = _to_image(ref_final), _to_image(rt_final)
     return ValidationReport(components={"transformer": psnr(ref_out, rt_out)},
+                            component_inputs={"transformer": {"sample": x2, "timestep": ts, "class_labels": y}},
                             steps=[psnr(a, b) for a, b in zip(ref_steps, rt_steps)],
                             image_psnr_db=psnr(img_ref, img_rt, peak=1.0), tokens_match=None, device="cpu",
                             first_nonfinite_step=nonfinite, reference_image=img_ref, artifact_image=img_rt)
@@ -183,6 +200,65 @@ def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference
         components["vae_decoder"] = psnr(dec_ref, rt.decode(ref_latents))
     img_ref = _to_image(dec_ref)
     img_rt = _to_image(rt.decode(rt_latents))
+    inputs = {"text_encoder": {"input_ids": ref_ids.astype(np.int32)},
+              "unet": {"sample": x2, "timestep": ts, "encoder_hidden_states": emb_ref},
+              "vae_decoder": {"latent_sample": (ref_latents / np.float32(scale)).astype(np.float32)}}
     return ValidationReport(components=components, steps=steps, image_psnr_db=psnr(img_ref, img_rt, peak=1.0),
+                            component_inputs=inputs,
                             tokens_match=bool(np.array_equal(ids, ref_ids.astype(ids.dtype))), device=device,
                             first_nonfinite_step=nonfinite, reference_image=img_ref, artifact_image=img_rt)
+
+
+def write_report(report: ValidationReport, out_dir, title: str = "edgegen validate") -> Path:
+    """report.md with the verdict, the component table, the per-step PSNR curve (steps.png, needs
+    matplotlib) and the reference and artifact images side by side (images.png); report.json."""
+    import json
+
+    from PIL import Image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report.to_json(), indent=1))
+    images = []
+    if report.reference_image is not None:
+        pair = [report.reference_image, report.artifact_image]
+        rows = [np.concatenate([p[i].transpose(1, 2, 0) for p in pair], axis=1) for i in range(len(pair[0]))]
+        grid = np.concatenate(rows, axis=0)
+        Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8).squeeze()).save(out / "images.png")
+        images.append("![reference (left) and artifact (right)](images.png)")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.plot(range(1, len(report.steps) + 1), report.steps, marker="o", label="latents after each step")
+        ax.axhline(report.thresholds["image_db"], color="red", linestyle="--", label="image gate")
+        ax.set_xlabel("denoising step")
+        ax.set_ylabel("PSNR vs reference (dB)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "steps.png", dpi=120)
+        plt.close(fig)
+        images.insert(0, "![per-step latent PSNR](steps.png)")
+    except ImportError:
+        images.insert(0, "(per-step curve not drawn: `pip install 'edgegen[report]'` for matplotlib)")
+    lines = [f"# {title}", "", f"**{'PASS' if report.passed else 'FAIL'}**" +
+             ("" if report.passed else ": " + "; ".join(report.failures)), "",
+             f"Reference: diffusers in torch on {report.device}. Gates: component "
+             f"{report.thresholds['component_db']} dB, final image {report.thresholds['image_db']} dB.", "",
+             "| component | PSNR (dB) | gate |", "|---|---|---|"]
+    lines += [f"| {n} | {db:.2f} | {'ok' if db >= report.thresholds['component_db'] else 'FAIL'} |"
+              for n, db in report.components.items()]
+    lines += [f"| final image | {report.image_psnr_db:.2f} | "
+              f"{'ok' if report.image_psnr_db >= report.thresholds['image_db'] else 'FAIL'} |", "",
+              "Per-step latent PSNR (dB): " + ", ".join(f"{d:.1f}" for d in report.steps), ""]
+    for name, t in report.kernel_traces.items():
+        over = t["first_over_limit"]
+        lines.append(f"- {name}: {t['kernels_checked']} kernel outputs checked; first NaN/Inf: "
+                     f"{t['first_nonfinite'] or 'none'}; first above {t['limit']:g} (float16 overflow): "
+                     + (f"{over['kernel']} (max |x| {over['max_abs']:.3g})" if over else "none"))
+    lines += ["", *images, ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"

@@ -41,6 +41,41 @@ class Session:
         outs = [result] if len(self.component.outputs) == 1 else list(result)
         return {spec.name: out.numpy() for spec, out in zip(self.component.outputs, outs)}
 
+    def set_instrument(self, instrument) -> None:
+        """Call instrument(func, symbol, before_run, ret_value, *args) around every VM call
+        (the Relax VM's hook; None removes it)."""
+        self._vm.set_instrument(instrument)
+
+    def trace(self, limit: float = 65504.0, **inputs) -> dict:
+        """Run once and check every kernel's output: the first kernel (in call order) whose output
+        holds NaN/Inf, and the first whose magnitude exceeds `limit` (float16's largest finite
+        value by default: what would overflow if the artifact ran in float16)."""
+        found = {"first_nonfinite": None, "first_over_limit": None, "kernels_checked": 0, "limit": limit}
+
+        def check(func, symbol, before_run, ret_value, *args):
+            if before_run or symbol.startswith("vm.builtin") or not args or not hasattr(args[-1], "numpy"):
+                return 0
+            out = args[-1].numpy()        # destination-passing style: the last argument is the output
+            if out.dtype.kind != "f":
+                return 0
+            found["kernels_checked"] += 1
+            if found["first_nonfinite"] is None and not np.all(np.isfinite(out)):
+                found["first_nonfinite"] = symbol
+            # +-float32 max is the fill value of attention masks, not an overflow
+            values = np.abs(out[np.isfinite(out)])
+            values = values[values < np.finfo(np.float32).max]
+            big = float(values.max()) if values.size else 0.0
+            if found["first_over_limit"] is None and big > limit:
+                found["first_over_limit"] = {"kernel": symbol, "max_abs": big}
+            return 0
+
+        self.set_instrument(check)
+        try:
+            self.run(**inputs)
+        finally:
+            self.set_instrument(None)
+        return found
+
     def close(self) -> None:
         self._params = []
         self._vm = None

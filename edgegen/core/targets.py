@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,16 @@ def get_target(name: str) -> Target:
         if name == target.name or name in target.aliases:
             return target
     raise ValueError(f"unknown target {name!r}; choose one of {sorted(TARGETS)}")
+
+
+def device_profiles() -> dict[str, dict]:
+    """Phone GPU profiles for roofline estimates (peak FLOP/s, bandwidth, cited sources)."""
+    data = json.loads((Path(__file__).with_name("device_profiles.json")).read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def device_profile(name: str) -> dict:
+    profiles = device_profiles()
+    if name not in profiles:
+        raise ValueError(f"unknown device profile {name!r}; choose one of {sorted(profiles)}")
+    return profiles[name]
