@@ -132,6 +132,12 @@ def cmd_validate(args) -> int:
             print(f"  {name}: first NaN/Inf kernel {t['first_nonfinite'] or 'none'}; first float16 overflow "
                   + (f"{over['kernel']} (|x| {over['max_abs']:.3g})" if over else "none")
                   + f" ({t['kernels_checked']} kernels checked)")
+        if report.bisect and report.bisect.get("first_divergent"):
+            first = report.bisect["first_divergent"]
+            print(f"  bisect: first UNet layer under {report.bisect['threshold_db']:g} dB: {first['layer']} "
+                  f"({first['module']}, {first['psnr_db']:.2f} dB)")
+        elif report.bisect and not report.bisect["supported"]:
+            print(f"  bisect: {report.bisect['reason']}")
         if args.report:
             print(f"  report: {args.report}/report.md")
         print("PASS" if report.passed else "FAIL: " + "; ".join(report.failures))

@@ -33,6 +33,7 @@ class ValidationReport:
     artifact_image: np.ndarray | None = None
     component_inputs: dict = field(default_factory=dict, repr=False)   # what each component PSNR used
     kernel_traces: dict = field(default_factory=dict)                  # name -> tvm_vm Session.trace()
+    bisect: dict | None = None                                         # edgegen.bisect.bisect_unet()
 
     @property
     def failures(self) -> list[str]:
@@ -47,6 +48,10 @@ class ValidationReport:
         for name, trace in self.kernel_traces.items():
             if trace["first_nonfinite"]:
                 out.append(f"{name}: NaN/Inf first produced by kernel {trace['first_nonfinite']}")
+        first = (self.bisect or {}).get("first_divergent")
+        if first:
+            out.append(f"unet: first layer under {self.bisect['threshold_db']:.0f} dB is {first['layer']} "
+                       f"({first['module']}, {first['psnr_db']:.2f} dB)")
         if self.image_psnr_db < self.thresholds["image_db"]:
             out.append(f"final image: {self.image_psnr_db:.2f} dB < {self.thresholds['image_db']:.1f} dB")
         return out
@@ -61,7 +66,8 @@ class ValidationReport:
                 "components_psnr_db": {k: round(v, 2) for k, v in self.components.items()},
                 "step_latent_psnr_db": [round(v, 2) for v in self.steps],
                 "image_psnr_db": round(self.image_psnr_db, 2),
-                "first_nonfinite_step": self.first_nonfinite_step, "kernel_traces": self.kernel_traces}
+                "first_nonfinite_step": self.first_nonfinite_step, "kernel_traces": self.kernel_traces,
+                "bisect": self.bisect}
 
     def raise_for_failure(self) -> None:
         if self.failures:
@@ -107,6 +113,11 @@ def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut rid
             for name, inputs in report.component_inputs.items():
                 if hasattr(rt.sessions[name], "trace"):
                     report.kernel_traces[name] = rt.sessions[name].trace(**inputs)
+        gate = report.thresholds["component_db"]
+        if "unet" in report.components and (report.components["unet"] < gate or min(report.steps, default=gate) < gate):
+            from edgegen.bisect import bisect_unet
+
+            report.bisect = bisect_unet(artifact_dir, model_dir, report.component_inputs["unet"], gate)
         return report
     finally:
         rt.close()
@@ -259,6 +270,16 @@ def write_report(report: ValidationReport, out_dir, title: str = "edgegen valida
         lines.append(f"- {name}: {t['kernels_checked']} kernel outputs checked; first NaN/Inf: "
                      f"{t['first_nonfinite'] or 'none'}; first above {t['limit']:g} (float16 overflow): "
                      + (f"{over['kernel']} (max |x| {over['max_abs']:.3g})" if over else "none"))
+    if report.bisect is not None:
+        b = report.bisect
+        if not b["supported"]:
+            lines.append(f"- layer bisection: {b['reason']}")
+        else:
+            first = b["first_divergent"]
+            lines.append(f"- layer bisection over {b['layers_compared']} UNet layers: first under "
+                         f"{b['threshold_db']:g} dB: " + (f"`{first['layer']}` ({first['module']}, "
+                                                          f"{first['psnr_db']:.2f} dB)" if first else "none"))
+            lines += [f"  - `{w['layer']}` ({w['module']}): {w['psnr_db']:.2f} dB" for w in b["worst"]]
     lines += ["", *images, ""]
     (out / "report.md").write_text("\n".join(lines))
     return out / "report.md"

@@ -95,3 +95,11 @@ def test_validate_report(tiny_artifact, tiny_sd_dir, tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "rep" / "images.png").size == (64, 32)   # reference | artifact
+
+
+def test_bisect_says_why_not_on_fused_tvm_kernels(tiny_artifact, tiny_sd_dir):
+    from edgegen.bench import example_inputs
+    from edgegen.bisect import bisect_unet
+
+    result = bisect_unet(tiny_artifact, tiny_sd_dir, example_inputs(Artifact.open(tiny_artifact).component("unet")))
+    assert not result["supported"] and "--trace" in result["reason"]

@@ -87,3 +87,23 @@ def test_quant_refused_where_not_mapped(tiny_sd_dir, tmp_path):
     with pytest.raises(ValueError, match="onnx and coreml targets"):
         edgegen.build(tiny_sd_dir, tmp_path / "x", target="cpu", quant="w8")
     assert not (tmp_path / "x").exists()
+
+
+def test_bisect_finds_the_first_quantized_layer(tiny_sd_dir, tmp_path, onnx_artifact):
+    from edgegen.bisect import bisect_unet
+
+    rng = np.random.default_rng(0)
+    inputs = {"sample": rng.standard_normal((2, 4, 16, 16), dtype=np.float32),
+              "timestep": np.array([500.0, 500.0], np.float32),
+              "encoder_hidden_states": rng.standard_normal((2, 77, 32), dtype=np.float32)}
+    clean = bisect_unet(onnx_artifact.artifact, tiny_sd_dir, inputs)
+    assert clean["supported"] and clean["layers_compared"] > 50 and clean["first_divergent"] is None
+    assert min(w["psnr_db"] for w in clean["worst"]) > 100
+    report = edgegen.build(tiny_sd_dir, tmp_path / "ternary", target="onnx", quant="ternary")
+    broken = bisect_unet(report.artifact, tiny_sd_dir, inputs)
+    first = broken["first_divergent"]
+    assert first is not None and first["module"] == "Linear" and first["psnr_db"] < 40   # MatMulNBits layers
+    # validate runs the bisection by itself when the UNet falls under its gate
+    result = edgegen.validate(report.artifact, tiny_sd_dir, num_inference_steps=3)
+    assert not result.passed and result.bisect["first_divergent"] is not None
+    assert any("first layer under" in f for f in result.failures)
