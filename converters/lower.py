@@ -83,10 +83,10 @@ def to_relax(exported_program, num_inputs: int, what: str) -> Lowered:
     return Lowered(mod, specs, weights)
 
 
-def kernel_table(mod) -> list[dict]:
+def kernel_table(mod, flops: dict | None = None) -> list[dict]:
     """Each kernel (a TIR function after fusion) with its calls from main, FLOPs per call, and the
     bytes of its arguments and results (what one call reads and writes at least), in order of
-    first call."""
+    first call. `flops` (name -> FLOPs) overrides the count taken from `mod`."""
     tvm = import_tvm_compiler()
     from tvm import relax, tirx
     from tvm.s_tir.analysis import estimate_tir_flops
@@ -97,11 +97,15 @@ def kernel_table(mod) -> list[dict]:
         if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) == "relax.call_tir":
             name = expr.args[0].name_hint
             entry = calls.setdefault(name, {"kernel": name, "calls": 0,
-                                            "bytes": _type_bytes(expr.args[1].ty) + _type_bytes(expr.ty)})
+                                            "bytes": _type_bytes(expr.args[1].ty) + _type_bytes(expr.ty),
+                                            "arg_shapes": [_shape(f.ty) for f in expr.args[1].fields]})
             entry["calls"] += 1
 
     relax.analysis.post_order_visit(mod["main"].body, visit)
     for name, entry in calls.items():
+        if flops is not None and name in flops:
+            entry["flops"] = flops[name]
+            continue
         func = mod[name]
         try:
             entry["flops"] = float(estimate_tir_flops(tvm.IRModule({name: func}))) \
@@ -109,6 +113,11 @@ def kernel_table(mod) -> list[dict]:
         except Exception:  # noqa: BLE001 - TVM cannot count some loop forms; count them as memory-only
             entry["flops"] = 0.0
     return list(calls.values())
+
+
+def _shape(ty) -> list[int]:
+    values = getattr(getattr(ty, "shape", None), "values", None)
+    return [int(d) for d in values] if values is not None else []
 
 
 def _type_bytes(ty) -> int:
@@ -123,11 +132,13 @@ def _type_bytes(ty) -> int:
     return int(np.prod([int(d) for d in shape])) * max(bits // 8, 1)
 
 
-def cpu_pipeline(target, kernels: list | None = None):
+def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
     """TVM's CPU pipeline with edgegen's schedule rules applied after operator fusion, and
     exp/softmax/erf/tanh replaced by their polynomial forms, which vectorize (libm's do not);
     the build's parity gate measures what that costs in accuracy. `kernels`, when given,
-    receives kernel_table() of the fused module."""
+    receives kernel_table() of the fused module. `reference` keeps the same graph passes and
+    fusion but drops edgegen's schedule rule and fast math: TVM's plain loops and libm, the
+    side that layer bisection compares an artifact's kernels with."""
     tvm = import_tvm_compiler()
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -139,26 +150,37 @@ def cpu_pipeline(target, kernels: list | None = None):
     @tvm.transform.module_pass(opt_level=0, name="EdgegenCPUPipeline")
     def _pipeline(mod, _ctx):
         with target:
-            record = [] if kernels is None else [_record(kernels)]
-            passes = (cpu.library_dispatch_passes(target)
-                      + [gelu.make_pass(), relax.transform.FastMathTransform()]
-                      + cpu.legalize_passes(target) + record
-                      + [dlight.ApplyDefaultSchedule(make_rule())]
-                      + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
+            count, table = ([], []) if kernels is None else ([p] for p in _record(kernels))
+            fast = [] if reference else [relax.transform.FastMathTransform()]
+            schedule = [] if reference else [dlight.ApplyDefaultSchedule(make_rule())]
+            # the table is taken once reshapes that are views stop being kernels
+            lowering = cpu.dataflow_lower_passes(target)
+            passes = (cpu.library_dispatch_passes(target) + [gelu.make_pass()] + fast
+                      + cpu.legalize_passes(target) + count + schedule + lowering[:1] + table + lowering[1:]
+                      + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
 
 
-def _record(kernels: list):
+def _record(kernels: list) -> tuple:
+    """Two passes: FLOPs counted on the fused kernels before scheduling (a schedule's rfactor and
+    unrolling change what TVM counts), then the table once reshapes that are views stop being
+    kernels."""
     tvm = import_tvm_compiler()
+    flops: dict[str, float] = {}
 
-    @tvm.transform.module_pass(opt_level=0, name="EdgegenKernelTable")
-    def _pass(mod, _ctx):
-        kernels.extend(kernel_table(mod))
+    @tvm.transform.module_pass(opt_level=0, name="EdgegenKernelFlops")
+    def _count(mod, _ctx):
+        flops.update({k["kernel"]: k["flops"] for k in kernel_table(mod)})
         return mod
 
-    return _pass
+    @tvm.transform.module_pass(opt_level=0, name="EdgegenKernelTable")
+    def _table(mod, _ctx):
+        kernels.extend(kernel_table(mod, flops))
+        return mod
+
+    return _count, _table
 
 
 SCHEDULE_RULES = {"llvm": ["cpu-parallel-vectorize"]}
@@ -174,14 +196,14 @@ def resolve_target(tvm_target: dict) -> dict:
     return {**tvm_target, "mcpu": codegen.llvm_get_system_cpu()}
 
 
-def compile_module(module, tvm_target: dict, kernels: list | None = None):
+def compile_module(module, tvm_target: dict, kernels: list | None = None, reference: bool = False):
     """Compile a Relax module for a (resolved) target; return the executable. `kernels`, when
     given, receives the fused module's kernel table (names, calls, FLOPs, bytes)."""
     tvm = import_tvm_compiler()
     target = tvm.target.Target(tvm_target)
     if target.kind.name != "llvm":
         raise EdgegenError(f"no compile pipeline for target kind {target.kind.name!r} yet")
-    return tvm.compile(module, target=target, relax_pipeline=cpu_pipeline(target, kernels))
+    return tvm.compile(module, target=target, relax_pipeline=cpu_pipeline(target, kernels, reference))
 
 
 def run_library(library_path, inputs: list[np.ndarray], weights: list[np.ndarray]) -> list[np.ndarray]:

@@ -112,7 +112,8 @@ def cmd_validate(args) -> int:
     from edgegen import validate
 
     report = validate(args.artifact, args.model_dir, prompt=args.prompt, num_inference_steps=args.steps,
-                      guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler, trace=args.trace)
+                      guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler, trace=args.trace,
+                      bisect=True if args.bisect else None)
     if args.report:
         from edgegen.validation import write_report
 
@@ -132,12 +133,14 @@ def cmd_validate(args) -> int:
             print(f"  {name}: first NaN/Inf kernel {t['first_nonfinite'] or 'none'}; first float16 overflow "
                   + (f"{over['kernel']} (|x| {over['max_abs']:.3g})" if over else "none")
                   + f" ({t['kernels_checked']} kernels checked)")
-        if report.bisect and report.bisect.get("first_divergent"):
-            first = report.bisect["first_divergent"]
-            print(f"  bisect: first UNet layer under {report.bisect['threshold_db']:g} dB: {first['layer']} "
-                  f"({first['module']}, {first['psnr_db']:.2f} dB)")
-        elif report.bisect and not report.bisect["supported"]:
+        if report.bisect and not report.bisect["supported"]:
             print(f"  bisect: {report.bisect['reason']}")
+        elif report.bisect:
+            from edgegen.bisect import describe
+
+            first = report.bisect["first_divergent"]
+            print(f"  bisect {report.bisect['component']}: {report.bisect['layers_compared']} outputs compared, "
+                  f"first under {report.bisect['threshold_db']:g} dB: " + (describe(first) if first else "none"))
         if args.report:
             print(f"  report: {args.report}/report.md")
         print("PASS" if report.passed else "FAIL: " + "; ".join(report.failures))
@@ -300,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("artifact")
     v.add_argument("model_dir")
     v.add_argument("--report", help="write report.md, report.json and PNGs to this folder")
+    v.add_argument("--bisect", action="store_true",
+                   help="find the denoiser's first layer/kernel under the gate even when validation passes "
+                        "(it runs by itself on a failure)")
     v.add_argument("--trace", action="store_true",
                    help="check every kernel's output for NaN/Inf and float16 overflow (TVM artifacts)")
     sampling(v)

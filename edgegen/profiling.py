@@ -120,7 +120,7 @@ def estimate(kernel_tables: dict[str, list], pipeline: dict, device: dict, steps
             total += t
             compute += tc * k["calls"]
             memory += tm * k["calls"]
-            by_cat[category(k["kernel"])] += t
+            by_cat[category(k["kernel"], [tuple(x) for x in k.get("arg_shapes", [])])] += t
         components[name] = {"seconds": total, "compute_bound_s": compute, "memory_bound_s": memory,
                             "gflop": sum(k["flops"] * k["calls"] for k in table) / 1e9,
                             "categories_s": by_cat}

@@ -33,7 +33,7 @@ class ValidationReport:
     artifact_image: np.ndarray | None = None
     component_inputs: dict = field(default_factory=dict, repr=False)   # what each component PSNR used
     kernel_traces: dict = field(default_factory=dict)                  # name -> tvm_vm Session.trace()
-    bisect: dict | None = None                                         # edgegen.bisect.bisect_unet()
+    bisect: dict | None = None                                         # edgegen.bisect.bisect()
 
     @property
     def failures(self) -> list[str]:
@@ -50,8 +50,10 @@ class ValidationReport:
                 out.append(f"{name}: NaN/Inf first produced by kernel {trace['first_nonfinite']}")
         first = (self.bisect or {}).get("first_divergent")
         if first:
-            out.append(f"unet: first layer under {self.bisect['threshold_db']:.0f} dB is {first['layer']} "
-                       f"({first['module']}, {first['psnr_db']:.2f} dB)")
+            from edgegen.bisect import describe
+
+            out.append(f"{self.bisect['component']}: first under {self.bisect['threshold_db']:.0f} dB is "
+                       + describe(first))
         if self.image_psnr_db < self.thresholds["image_db"]:
             out.append(f"final image: {self.image_psnr_db:.2f} dB < {self.thresholds['image_db']:.1f} dB")
         return out
@@ -94,10 +96,12 @@ def _reference_pipeline(model_dir, scheduler: str | None):
 
 def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut riding a horse",
              negative_prompt: str = "", num_inference_steps: int = 10, guidance_scale: float | None = None,
-             seed: int = 0, scheduler: str | None = None, trace: bool = False) -> ValidationReport:
+             seed: int = 0, scheduler: str | None = None, trace: bool = False,
+             bisect: bool | None = None) -> ValidationReport:
     """Run the artifact and its source model side by side from the same inputs. `trace` checks
     every kernel's output of TVM artifacts for NaN/Inf and float16 overflow (done anyway when a
-    NaN/Inf shows up)."""
+    NaN/Inf shows up). `bisect`: find the denoiser's first diverging layer/kernel; None (default)
+    does it when the denoiser or a step falls under the gate."""
     from edgegen.runtimes import load
 
     rt = load(artifact_dir)
@@ -114,10 +118,14 @@ def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut rid
                 if hasattr(rt.sessions[name], "trace"):
                     report.kernel_traces[name] = rt.sessions[name].trace(**inputs)
         gate = report.thresholds["component_db"]
-        if "unet" in report.components and (report.components["unet"] < gate or min(report.steps, default=gate) < gate):
-            from edgegen.bisect import bisect_unet
+        denoiser = "unet" if "unet" in report.components else "transformer"
+        if bisect is True or (bisect is None and (report.components[denoiser] < gate
+                                                  or min(report.steps, default=gate) < gate)):
+            # the first layer/kernel of the denoiser that parts from its reference, on the same inputs
+            from edgegen.bisect import bisect as run_bisect
 
-            report.bisect = bisect_unet(artifact_dir, model_dir, report.component_inputs["unet"], gate)
+            report.bisect = {"component": denoiser, **run_bisect(artifact_dir, model_dir, denoiser,
+                                                                 report.component_inputs[denoiser], gate)}
         return report
     finally:
         rt.close()
@@ -275,11 +283,12 @@ def write_report(report: ValidationReport, out_dir, title: str = "edgegen valida
         if not b["supported"]:
             lines.append(f"- layer bisection: {b['reason']}")
         else:
+            from edgegen.bisect import describe
+
             first = b["first_divergent"]
-            lines.append(f"- layer bisection over {b['layers_compared']} UNet layers: first under "
-                         f"{b['threshold_db']:g} dB: " + (f"`{first['layer']}` ({first['module']}, "
-                                                          f"{first['psnr_db']:.2f} dB)" if first else "none"))
-            lines += [f"  - `{w['layer']}` ({w['module']}): {w['psnr_db']:.2f} dB" for w in b["worst"]]
+            lines.append(f"- bisection of {b['component']} ({b['method']}), {b['layers_compared']} outputs "
+                         f"compared: first under {b['threshold_db']:g} dB: " + (describe(first) if first else "none"))
+            lines += ["  - worst: " + describe(w) for w in b["worst"]]
     lines += ["", *images, ""]
     (out / "report.md").write_text("\n".join(lines))
     return out / "report.md"

@@ -76,6 +76,12 @@ class Session:
             self.set_instrument(None)
         return found
 
+    def kernel_outputs(self, **inputs) -> list[tuple[str, np.ndarray]]:
+        """Run once and keep every kernel's output, in call order (for layer bisection)."""
+        arrays = check_inputs(self.component.inputs, inputs, f"component {self.component.name!r}")
+        args = [self._tvm.runtime.tensor(np.ascontiguousarray(a), self._device) for a in arrays]
+        return kernel_outputs(self._vm, [*args, *self._params])
+
     def close(self) -> None:
         self._params = []
         self._vm = None
@@ -84,3 +90,20 @@ class Session:
 
 def load(artifact: Artifact, component: Component) -> Session:
     return Session(artifact, component)
+
+
+def kernel_outputs(vm, args: list) -> list[tuple[str, np.ndarray]]:
+    """Run `main` of a Relax VM on `args` and return (kernel, output) for every kernel call."""
+    found: list[tuple[str, np.ndarray]] = []
+
+    def keep(func, symbol, before_run, ret_value, *call_args):
+        if not before_run and not symbol.startswith("vm.builtin") and call_args and hasattr(call_args[-1], "numpy"):
+            found.append((symbol, call_args[-1].numpy()))   # destination-passing: the output is last
+        return 0
+
+    vm.set_instrument(keep)
+    try:
+        vm["main"](*args)
+    finally:
+        vm.set_instrument(None)
+    return found

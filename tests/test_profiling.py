@@ -97,9 +97,28 @@ def test_validate_report(tiny_artifact, tiny_sd_dir, tmp_path):
     assert Image.open(tmp_path / "rep" / "images.png").size == (64, 32)   # reference | artifact
 
 
-def test_bisect_says_why_not_on_fused_tvm_kernels(tiny_artifact, tiny_sd_dir):
+def test_bisect_tvm_kernels_against_the_reference_lowering(tiny_artifact, tiny_sd_dir):
+    """Each fused kernel of the artifact against TVM's plain lowering of the same graph: all far
+    above the gate; with a gate above float32 rounding the first kernel under it is reported."""
     from edgegen.bench import example_inputs
-    from edgegen.bisect import bisect_unet
+    from edgegen.bisect import bisect
 
-    result = bisect_unet(tiny_artifact, tiny_sd_dir, example_inputs(Artifact.open(tiny_artifact).component("unet")))
-    assert not result["supported"] and "--trace" in result["reason"]
+    inputs = example_inputs(Artifact.open(tiny_artifact).component("unet"))
+    result = bisect(tiny_artifact, tiny_sd_dir, "unet", inputs, threshold_db=40)
+    assert result["supported"] and result["first_divergent"] is None
+    assert result["layers_compared"] > 0.9 * result["kernel_calls"] > 100
+    worst = result["worst"][0]["psnr_db"]
+    strict = bisect(tiny_artifact, tiny_sd_dir, "unet", inputs, threshold_db=worst + 0.5)
+    assert strict["first_divergent"]["psnr_db"] < worst + 0.5
+    assert strict["first_divergent"]["call"] <= result["worst"][0]["call"]
+
+
+@pytest.mark.onnx
+@pytest.mark.optimum
+def test_bisect_says_why_not(tiny_sd_dir, tmp_path):
+    import edgegen
+    from edgegen.bisect import bisect
+
+    report = edgegen.build(tiny_sd_dir, tmp_path / "onnx", target="onnx")
+    result = bisect(report.artifact, tiny_sd_dir, "text_encoder", {})
+    assert not result["supported"] and "module-scoped" in result["reason"]
