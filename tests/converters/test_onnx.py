@@ -106,4 +106,4 @@ def test_bisect_finds_the_first_quantized_layer(tiny_sd_dir, tmp_path, onnx_arti
     # validate runs the bisection by itself when the UNet falls under its gate
     result = edgegen.validate(report.artifact, tiny_sd_dir, num_inference_steps=3)
     assert not result.passed and result.bisect["first_divergent"] is not None
-    assert any("first layer under" in f for f in result.failures)
+    assert any("unet: first under 40 dB is layer" in f for f in result.failures)
