@@ -155,10 +155,10 @@ def _worker(config: dict) -> int:
     try:
         factory = None
         if device != "local":
-            from edgegen.runtimes.tvm_rpc import RemoteSession, connect
+            from edgegen.runtimes.tvm_rpc import connect, remote_session
 
             remote = connect(device, config["session_timeout_s"])
-            factory = lambda art, name: RemoteSession(art, art.component(name), remote)  # noqa: E731
+            factory = lambda art, name: remote_session(art, art.component(name), remote)  # noqa: E731
         pipe = runtimes.load(config["artifact"], session_factory=factory)
         feeds = {name: example_inputs(s.component) for name, s in pipe.sessions.items()}
         for name, session in pipe.sessions.items():

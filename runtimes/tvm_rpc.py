@@ -11,12 +11,8 @@ from __future__ import annotations
 import re
 import socket
 
-import numpy as np
-
-from edgegen.core import safetensors_io
 from edgegen.core.artifact import Artifact, Component
 from edgegen.core.errors import BackendUnavailableError, InputError
-from edgegen.core.specs import check_inputs
 
 _URL = re.compile(r"^rpc://(?P<host>[^:/]+):(?P<port>\d+)/(?P<key>[^/]+)$")
 
@@ -49,34 +45,11 @@ def connect(url: str, session_timeout_s: float = 600.0):
                                       f"registered with `--key {key}`?") from exc
 
 
-class RemoteSession:
+def remote_session(artifact: Artifact, component: Component, remote):
     """One tvm_vm component on the remote device, with the local session's run() contract."""
+    from .tvm_vm import Session
 
-    def __init__(self, artifact: Artifact, component: Component, remote):
-        from .tvm_import import import_tvm
-
-        tvm = import_tvm()
-        from tvm.runtime.vm import VirtualMachine
-
-        if component.backend != "tvm_vm":
-            raise BackendUnavailableError(f"component {component.name!r} runs on {component.backend!r}; "
-                                          f"only tvm_vm artifacts run through TVM RPC")
-        self.component = component
-        self._tvm = tvm
-        self._device = remote.cpu()
-        remote_name = f"{component.name}.so"
-        remote.upload(str(artifact.file(component.files["library"])), remote_name)
-        self._vm = VirtualMachine(remote.load_module(remote_name), self._device)
-        weights = safetensors_io.load(artifact.file(component.files["weights"]))
-        self._params = [tvm.runtime.tensor(np.asarray(weights[s.name]), self._device) for s in component.weights]
-        self._main = self._vm["main"]
-
-    def run(self, **inputs) -> dict[str, np.ndarray]:
-        arrays = check_inputs(self.component.inputs, inputs, f"component {self.component.name!r}")
-        args = [self._tvm.runtime.tensor(np.ascontiguousarray(a), self._device) for a in arrays]
-        result = self._main(*args, *self._params)
-        outs = [result] if len(self.component.outputs) == 1 else list(result)
-        return {spec.name: out.numpy() for spec, out in zip(self.component.outputs, outs)}
-
-    def close(self) -> None:
-        self._params, self._vm, self._main = [], None, None
+    if component.backend != "tvm_vm":
+        raise BackendUnavailableError(f"component {component.name!r} runs on {component.backend!r}; "
+                                      f"only tvm_vm artifacts run through TVM RPC")
+    return Session(artifact, component, remote=remote)

@@ -18,7 +18,10 @@ def is_available() -> bool:
 
 
 class Session:
-    def __init__(self, artifact: Artifact, component: Component):
+    """A component on this CPU, or on a remote device when given a TVM RPC session (the library
+    is uploaded there; weights and inputs are copied to the device)."""
+
+    def __init__(self, artifact: Artifact, component: Component, remote=None):
         from .tvm_import import import_tvm
 
         tvm = import_tvm()
@@ -26,8 +29,12 @@ class Session:
 
         self.component = component
         self._tvm = tvm
-        self._device = tvm.cpu()
-        lib = tvm.runtime.load_module(str(artifact.file(component.files["library"])))
+        library = str(artifact.file(component.files["library"]))
+        if remote is None:
+            self._device, lib = tvm.cpu(), tvm.runtime.load_module(library)
+        else:
+            remote.upload(library, f"{component.name}.so")
+            self._device, lib = remote.cpu(), remote.load_module(f"{component.name}.so")
         self._vm = VirtualMachine(lib, self._device)
         weights = safetensors_io.load(artifact.file(component.files["weights"]))
         self._params = [tvm.runtime.tensor(np.asarray(weights[s.name]), self._device)

@@ -91,16 +91,19 @@ def test_rpc_device(tiny_artifact, farm):
     assert report.image_s > 0 and report.peak_rss_bytes is None and "RPC" in report.memory_note
 
 
+def _signal_after_first_unet_run(farm, sig, when: list):
+    """An on_event callback that sends `sig` to the server once the first UNet run has come back."""
+    def on_event(event):
+        if event.get("component") == "unet" and not when:
+            farm.signal_server(sig)
+            when.append(time.perf_counter())
+    return on_event
+
+
 def test_rpc_server_killed_mid_run(tiny_artifact, farm):
     killed = []
-
-    def kill_after_first_unet_run(event):
-        if event.get("component") == "unet" and not killed:
-            farm.signal_server(signal.SIGKILL)
-            killed.append(time.perf_counter())
-
     report = bench(str(tiny_artifact), device=farm.url, runs=20, warmup=0, steps=2, run_timeout_s=20,
-                   on_event=kill_after_first_unet_run)
+                   on_event=_signal_after_first_unet_run(farm, signal.SIGKILL, killed))
     unet = report.components["unet"]
     assert killed and report.failed
     assert 1 <= len(unet["ms"]) < 20 and len(unet["ms"]) + len(unet["errors"]) == 20
@@ -110,14 +113,8 @@ def test_rpc_server_killed_mid_run(tiny_artifact, farm):
 
 def test_rpc_server_hangs(tiny_artifact, farm):
     stopped = []
-
-    def stop_after_first_unet_run(event):
-        if event.get("component") == "unet" and not stopped:
-            farm.signal_server(signal.SIGSTOP)
-            stopped.append(time.perf_counter())
-
     report = bench(str(tiny_artifact), device=farm.url, runs=10, warmup=0, steps=2, run_timeout_s=5,
-                   on_event=stop_after_first_unet_run)
+                   on_event=_signal_after_first_unet_run(farm, signal.SIGSTOP, stopped))
     farm.signal_server(signal.SIGCONT)
     assert stopped and report.failed
     assert any("no result from the device" in e for e in report.errors)
