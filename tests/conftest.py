@@ -10,6 +10,7 @@ HAS_TVM = importlib.util.find_spec("tvm") is not None
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
 HAS_OPTIMUM = importlib.util.find_spec("optimum") is not None and importlib.util.find_spec("optimum.onnxruntime") is not None
 HAS_COREML = importlib.util.find_spec("coremltools") is not None
+HAS_TORNADO = importlib.util.find_spec("tornado") is not None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -22,6 +23,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs optimum==2.1.0 and optimum-onnx==0.1.0: pip install 'edgegen[onnx]'"))
         if "coreml" in item.keywords and not HAS_COREML:
             item.add_marker(pytest.mark.skip(reason="needs coremltools==9.0: pip install 'edgegen[coreml]'"))
+        if "rpc" in item.keywords and not HAS_TORNADO:
+            item.add_marker(pytest.mark.skip(reason="TVM's RPC tracker needs tornado: pip install 'edgegen[rpc]'"))
         if "tvm" in item.keywords and not HAS_TVM:
             item.add_marker(pytest.mark.skip(reason="needs apache-tvm: pip install 'edgegen[runtime]'"))
 

@@ -83,6 +83,7 @@ def test_local(tiny_artifact):
     assert report.cold_start_s > 0 and report.image_s > 0 and report.peak_rss_bytes > 10e6
 
 
+@pytest.mark.rpc
 def test_rpc_device(tiny_artifact, farm):
     report = bench(str(tiny_artifact), device=farm.url, runs=3, warmup=1, steps=2, run_timeout_s=60)
     data = report.to_json()
@@ -100,6 +101,7 @@ def _signal_after_first_unet_run(farm, sig, when: list):
     return on_event
 
 
+@pytest.mark.rpc
 def test_rpc_server_killed_mid_run(tiny_artifact, farm):
     killed = []
     report = bench(str(tiny_artifact), device=farm.url, runs=20, warmup=0, steps=2, run_timeout_s=20,
@@ -111,6 +113,7 @@ def test_rpc_server_killed_mid_run(tiny_artifact, farm):
     assert time.perf_counter() - killed[0] < 60                         # bounded, no hang
 
 
+@pytest.mark.rpc
 def test_rpc_server_hangs(tiny_artifact, farm):
     stopped = []
     report = bench(str(tiny_artifact), device=farm.url, runs=10, warmup=0, steps=2, run_timeout_s=5,
