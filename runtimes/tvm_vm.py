@@ -41,10 +41,13 @@ class Session:
                         for s in component.weights]
         self._main = self._vm["main"]
 
-    def run(self, **inputs) -> dict[str, np.ndarray]:
+    def _args(self, inputs: dict) -> list:
+        """The VM's arguments: the checked inputs on the device, then the weights."""
         arrays = check_inputs(self.component.inputs, inputs, f"component {self.component.name!r}")
-        args = [self._tvm.runtime.tensor(np.ascontiguousarray(a), self._device) for a in arrays]
-        result = self._main(*args, *self._params)
+        return [*(self._tvm.runtime.tensor(np.ascontiguousarray(a), self._device) for a in arrays), *self._params]
+
+    def run(self, **inputs) -> dict[str, np.ndarray]:
+        result = self._main(*self._args(inputs))
         outs = [result] if len(self.component.outputs) == 1 else list(result)
         return {spec.name: out.numpy() for spec, out in zip(self.component.outputs, outs)}
 
@@ -59,12 +62,9 @@ class Session:
         value by default: what would overflow if the artifact ran in float16)."""
         found = {"first_nonfinite": None, "first_over_limit": None, "kernels_checked": 0, "limit": limit}
 
-        def check(func, symbol, before_run, ret_value, *args):
-            if before_run or symbol.startswith("vm.builtin") or not args or not hasattr(args[-1], "numpy"):
-                return 0
-            out = args[-1].numpy()        # destination-passing style: the last argument is the output
+        def check(symbol: str, out: np.ndarray) -> None:
             if out.dtype.kind != "f":
-                return 0
+                return
             found["kernels_checked"] += 1
             if found["first_nonfinite"] is None and not np.all(np.isfinite(out)):
                 found["first_nonfinite"] = symbol
@@ -74,20 +74,13 @@ class Session:
             big = float(values.max()) if values.size else 0.0
             if found["first_over_limit"] is None and big > limit:
                 found["first_over_limit"] = {"kernel": symbol, "max_abs": big}
-            return 0
 
-        self.set_instrument(check)
-        try:
-            self.run(**inputs)
-        finally:
-            self.set_instrument(None)
+        each_kernel_output(self._vm, self._args(inputs), check)
         return found
 
     def kernel_outputs(self, **inputs) -> list[tuple[str, np.ndarray]]:
         """Run once and keep every kernel's output, in call order (for layer bisection)."""
-        arrays = check_inputs(self.component.inputs, inputs, f"component {self.component.name!r}")
-        args = [self._tvm.runtime.tensor(np.ascontiguousarray(a), self._device) for a in arrays]
-        return kernel_outputs(self._vm, [*args, *self._params])
+        return kernel_outputs(self._vm, self._args(inputs))
 
     def close(self) -> None:
         self._params = []
@@ -99,18 +92,23 @@ def load(artifact: Artifact, component: Component) -> Session:
     return Session(artifact, component)
 
 
-def kernel_outputs(vm, args: list) -> list[tuple[str, np.ndarray]]:
-    """Run `main` of a Relax VM on `args` and return (kernel, output) for every kernel call."""
-    found: list[tuple[str, np.ndarray]] = []
-
-    def keep(func, symbol, before_run, ret_value, *call_args):
+def each_kernel_output(vm, args: list, visit) -> None:
+    """Run `main` of a Relax VM on `args`, calling visit(kernel, output) after every kernel call
+    (VM builtins skipped; kernels are destination-passing, so the output is the last argument)."""
+    def instrument(func, symbol, before_run, ret_value, *call_args):
         if not before_run and not symbol.startswith("vm.builtin") and call_args and hasattr(call_args[-1], "numpy"):
-            found.append((symbol, call_args[-1].numpy()))   # destination-passing: the output is last
+            visit(symbol, call_args[-1].numpy())
         return 0
 
-    vm.set_instrument(keep)
+    vm.set_instrument(instrument)
     try:
         vm["main"](*args)
     finally:
         vm.set_instrument(None)
+
+
+def kernel_outputs(vm, args: list) -> list[tuple[str, np.ndarray]]:
+    """(kernel, output) for every kernel call of `main` on `args`."""
+    found: list[tuple[str, np.ndarray]] = []
+    each_kernel_output(vm, args, lambda symbol, out: found.append((symbol, out)))
     return found
