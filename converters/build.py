@@ -115,7 +115,8 @@ def _emit_onnx(writer, name: str, cap: capture.Captured, stages: _Stages, scheme
     if not model.is_file():
         stages.run(f"{name}: export ONNX (torch.onnx)", onnx_export.export, cap, model)
     if scheme is not None:
-        calibration = [adapt_feed(onnx_export.session(model), cap.inputs)]
+        # activation scales (w8a8) are calibrated on the example inputs; weight-only schemes need none
+        calibration = [adapt_feed(onnx_export.session(model), cap.inputs)] if scheme.activations else None
         info["quant"] = stages.run(f"{name}: quantize {scheme.name} (onnxruntime)", onnx_export.quantize, model,
                                    scheme, calibration)
     sess = onnx_export.session(model)
