@@ -7,6 +7,7 @@ the pipeline class in model_index.json); the loop here is the same for all.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import shutil
 import time
@@ -19,18 +20,18 @@ import numpy as np
 from edgegen.core.artifact import ArtifactWriter, Component, sha256_tree
 from edgegen.core.errors import ModelError, ParityError
 from edgegen.core.metrics import psnr
+from edgegen.core.quant import QUANT_FLOOR_DB
 from edgegen.core.quant import parse as parse_scheme
 from edgegen.core.specs import TensorSpec
 from edgegen.core.targets import get_target
 
-from . import capture, dit, lower, sd, source
+from . import capture, dit, lower, quantize, sd, source
 
 # A compiled component must reproduce its torch module at least this well (fp32 build).
 COMPONENT_PSNR_DB = 40.0
-# A quantized component is gated at this floor only: below it the output is noise (a broken
-# conversion), not a loss of precision. The measured PSNR is recorded either way.
-QUANT_FLOOR_DB = 10.0
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
+# mixed:<dB> aims this far above its target on the calibration runs: other prompts and seeds vary
+MIXED_MARGIN_DB = 1.5
 FAMILIES = {cls: family for family in (sd, dit) for cls in family.PIPELINE_CLASSES}
 
 
@@ -65,6 +66,10 @@ class _Stages:
         self.progress("end", stage, seconds)
         return result
 
+    def log(self, message: str) -> None:
+        """A line of detail within the running stage."""
+        self.progress("log", message, 0.0)
+
 
 def toolchain_versions() -> dict:
     versions = {"python": platform.python_version(), "machine": platform.machine()}
@@ -84,11 +89,19 @@ def _write_component(writer, executable, weights, lib_rel, weights_rel) -> None:
     safetensors_io.save(weights, writer.path(weights_rel))
 
 
-def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict, stages: _Stages):
-    """Compile with TVM; returns (files, weight specs, info, outputs on the example inputs)."""
+def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict, stages: _Stages, scheme,
+              calibration: list | None, end: tuple | None):
+    """Compile with TVM, quantized with `scheme` when given (packed weights decoded in-kernel);
+    `end`: (end_output, end target dB) for mixed:<dB>. Returns (files, weight specs, info, outputs
+    on the example inputs)."""
     exported = stages.run(f"{name}: capture (torch.export)", capture.export, cap)
     lowered = stages.run(f"{name}: import to TVM Relax", lower.to_relax, exported, len(cap.inputs),
                          f"component {name!r}")
+    fp32_elements = sum(int(np.prod(s.shape)) for s in lowered.weight_specs)
+    quant = None
+    if scheme is not None:
+        lowered, quant = stages.run(f"{name}: quantize {scheme.name} (packed weights)", quantize.apply, lowered,
+                                    scheme, tvm_target, calibration, stages.log, *(end or (None, None)))
     kernels: list = []
     executable = stages.run(f"{name}: compile for {target.name}", lower.compile_module, lowered.module,
                             tvm_target, kernels)
@@ -97,13 +110,20 @@ def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict
                lowered.weights, files["library"], files["weights"])
     actual = stages.run(f"{name}: parity check", lower.run_library, writer.path(files["library"]),
                         list(cap.inputs.values()), [lowered.weights[s.name] for s in lowered.weight_specs])
-    info = {"schedule_rules": lower.SCHEDULE_RULES.get(tvm_target["kind"], []),
-            "num_weights": int(sum(int(np.prod(s.shape)) for s in lowered.weight_specs)),
-            "kernels": kernels}
+    info = {"schedule_rules": lower.SCHEDULE_RULES.get(tvm_target["kind"], []), "num_weights": fp32_elements,
+            "kernels": kernels, **({"quant": quant} if quant else {})}
     return files, lowered.weight_specs, info, actual
 
 
-def _emit_onnx(writer, name: str, cap: capture.Captured, stages: _Stages, scheme):
+def _end_output(end_output, component: str):
+    """end_output for one component, named by the captured wrapper's parameters ("inner.<name>")."""
+    def run(replaced, quick=False):
+        return end_output(component, None if replaced is None
+                          else {n.removeprefix("inner."): w for n, w in replaced.items()}, quick)
+    return run
+
+
+def _emit_onnx(writer, name: str, cap: capture.Captured, stages: _Stages, scheme, calibration: list | None):
     """Export to ONNX (unless optimum already wrote the component), quantize if asked;
     returns (files, weight specs, info, outputs on the example inputs)."""
     from edgegen.runtimes.onnxruntime import adapt_feed
@@ -115,10 +135,13 @@ def _emit_onnx(writer, name: str, cap: capture.Captured, stages: _Stages, scheme
     if not model.is_file():
         stages.run(f"{name}: export ONNX (torch.onnx)", onnx_export.export, cap, model)
     if scheme is not None:
-        # activation scales (w8a8) are calibrated on the example inputs; weight-only schemes need none
-        calibration = [adapt_feed(onnx_export.session(model), cap.inputs)] if scheme.activations else None
+        # activation scales (w8a8) come from real runs of the pipeline; weight-only schemes need none
+        feeds = None
+        if scheme.activations:
+            sess = onnx_export.session(model)
+            feeds = [adapt_feed(sess, inputs) for inputs in (calibration or [cap.inputs])]
         info["quant"] = stages.run(f"{name}: quantize {scheme.name} (onnxruntime)", onnx_export.quantize, model,
-                                   scheme, calibration)
+                                   scheme, feeds)
     sess = onnx_export.session(model)
     actual = stages.run(f"{name}: parity check", sess.run, list(cap.outputs), adapt_feed(sess, cap.inputs))
     files = {"model": f"{name}/model.onnx"}
@@ -177,14 +200,15 @@ def _parity_outputs(name: str, cap: capture.Captured, swift: capture.Captured | 
 
 
 def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, target, tvm_target: dict,
-                     stages: _Stages, parity_db: float, scheme, options: dict) -> dict:
+                     stages: _Stages, parity_db: float, scheme, options: dict, calibration: list | None) -> dict:
     swift = None
     if target.backend == "onnxruntime":
-        files, weight_specs, info, actual = _emit_onnx(writer, name, cap, stages, scheme)
+        files, weight_specs, info, actual = _emit_onnx(writer, name, cap, stages, scheme, calibration)
     elif target.backend == "coreml":
         files, weight_specs, info, actual, swift = _emit_coreml(writer, name, cap, stages, scheme, options)
     else:
-        files, weight_specs, info, actual = _emit_tvm(writer, name, cap, target, tvm_target, stages)
+        files, weight_specs, info, actual = _emit_tvm(writer, name, cap, target, tvm_target, stages, scheme,
+                                                      calibration, options.get("end", {}).get(name))
     reference = capture.run_torch(cap)
     measured = min(psnr(r, a) for r, a in _parity_outputs(name, cap, swift, reference, actual))
     gate = parity_db if scheme is None else QUANT_FLOOR_DB
@@ -216,9 +240,6 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     t_start = time.perf_counter()
     tgt = get_target(target)
     scheme = parse_scheme(quant) if quant else None
-    if scheme is not None and tgt.backend not in ("onnxruntime", "coreml"):
-        raise ValueError(f"--quant is mapped for the onnx and coreml targets; the {tgt.name} target compiles "
-                         f"float32 only in this edgegen (its quantized kernels are not built yet)")
     if attention not in ("original", "split-einsum"):
         raise ValueError(f"attention must be 'original' or 'split-einsum', got {attention!r}")
     if tgt.backend == "coreml":
@@ -242,7 +263,15 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
             stages.run("export pipeline to ONNX (optimum)", onnx_export.export_pipeline, model_dir, writer.tmp,
                        family.OPTIMUM_TASK)
         tvm_target = lower.resolve_target(tgt.tvm_target) if tgt.tvm_target else {}
-        components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db, scheme, options)
+        calibration = {}
+        if scheme is not None and (scheme.kind == "mixed" or scheme.activations) and plan.calibrate is not None:
+            calibration = stages.run("calibrate: real runs of the source pipeline", plan.calibrate)
+        if scheme is not None and scheme.kind == "mixed" and plan.end_output is not None:
+            # each component's share of the final output's error budget: together they meet the target
+            share = scheme.target_db + MIXED_MARGIN_DB + 10 * math.log10(len(plan.components))
+            options["end"] = {name: (_end_output(plan.end_output, name), share) for name in plan.components}
+        components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db, scheme, options,
+                                             calibration.get(name))
                       for name, cap in plan.components.items()}
         with open(writer.path(SCHEDULER_CONFIG), "w") as f:
             json.dump(plan.scheduler_config, f, indent=1)

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgegen.core.errors import ModelError
 
-from . import capture, source
+from . import calibrate, capture, source
 from .plan import Plan
 
 PIPELINE_CLASSES = ("DiTPipeline",)
@@ -52,4 +52,6 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
     pipeline = {"kind": KIND, "batch": n, "sample_shape": [n, cfg.in_channels, size, size],
                 "in_channels": cfg.in_channels, "null_class": cfg.num_embeds_ada_norm, "id2label": id2label,
                 "space": "pixel", "sampling": sampling, "height": size, "width": size}
-    return Plan(components=components, pipeline=pipeline, scheduler_config=scheduler_config)
+    runs = calibrate.DiTRuns(model, scheduler_config, n, sampling["steps"], sampling["guidance_scale"])
+    return Plan(components=components, pipeline=pipeline, scheduler_config=scheduler_config,
+                calibrate=runs.calibration, end_output=runs.end_output)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class Lowered:
     module: object                 # Relax IRModule with weights as trailing parameters of `main`
     weight_specs: list[TensorSpec]
     weights: dict[str, np.ndarray]
+    sources: dict[str, str] = field(default_factory=dict)   # weight name -> the torch parameter it came from
 
 
 def _safe_name(name: str, taken: set) -> str:
@@ -73,14 +74,57 @@ def to_relax(exported_program, num_inputs: int, what: str) -> Lowered:
     values = params.get("main", [])
     if len(relax_params) != len(values):
         raise EdgegenError(f"{what}: {len(relax_params)} weight parameters but {len(values)} values")
+    mod = _drop_redundant_broadcasts(mod)
+    # a component's wrapper may hold modules it never calls (the VAE encoder beside the decoder)
+    used = set(relax.analysis.free_vars(mod["main"].body))
+    kept = [(v, value) for v, value in zip(relax_params, values) if v in used]
+    if len(kept) < len(relax_params):
+        main = mod["main"]
+        mod.update_func(mod.get_global_var("main"), relax.Function(
+            list(main.params[:num_inputs]) + [v for v, _ in kept], main.body, main.ret_ty, main.is_pure, main.attrs))
     taken: set = set()
-    specs, weights = [], {}
-    for var, value in zip(relax_params, values):
+    specs, weights, sources = [], {}, {}
+    fqn = dict(exported_program.graph_signature.inputs_to_parameters)
+    fqn.update(exported_program.graph_signature.inputs_to_buffers)
+    for var, value in kept:
         name = _safe_name(var.name, taken)
         arr = value.numpy()
         weights[name] = arr
         specs.append(TensorSpec.of(name, arr))
-    return Lowered(mod, specs, weights)
+        if var.name in fqn:
+            sources[name] = fqn[var.name]
+    return Lowered(mod, specs, weights, sources)
+
+
+def _dims(expr) -> list | None:
+    values = getattr(getattr(expr.ty, "shape", None), "values", None)
+    return None if values is None else [int(d) if hasattr(d, "value") else d for d in values]
+
+
+def _drop_redundant_broadcasts(mod):
+    """torch's matmul on a non-contiguous input exports as matmul(broadcast_to(a), broadcast_to(w.T)):
+    the weight copied once per batch row. Relax's matmul broadcasts by itself, so a 2-D operand is
+    passed as it is, and a broadcast to the shape the tensor already has is dropped."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    x, shape = wildcard(), wildcard()
+    broadcast = is_op("relax.broadcast_to")(x, shape)
+    a, b = wildcard(), wildcard()
+    operand = is_op("relax.broadcast_to")(b, wildcard())
+    matmul = is_op("relax.matmul")(a, operand)
+
+    def same_shape(expr, matches):
+        return matches[x] if _dims(matches[x]) == _dims(expr) and _dims(expr) is not None else expr
+
+    def weight_2d(expr, matches):
+        dims = _dims(matches[b])
+        return relax.op.matmul(matches[a], matches[b], out_dtype=expr.attrs.out_dtype) \
+            if dims is not None and len(dims) == 2 else expr
+
+    main = rewrite_call(broadcast, same_shape, rewrite_call(matmul, weight_2d, mod["main"]))
+    mod.update_func(mod.get_global_var("main"), main)
+    return mod
 
 
 def kernel_table(mod, flops: dict | None = None) -> list[dict]:
@@ -144,7 +188,7 @@ def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.s_tir import dlight
 
-    from edgegen.kernels import gelu
+    from edgegen.kernels import dequant, gelu
     from edgegen.kernels.cpu_loops import make_rule
 
     @tvm.transform.module_pass(opt_level=0, name="EdgegenCPUPipeline")
@@ -155,7 +199,7 @@ def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
             schedule = [] if reference else [dlight.ApplyDefaultSchedule(make_rule())]
             # the table is taken once reshapes that are views stop being kernels
             lowering = cpu.dataflow_lower_passes(target)
-            passes = (cpu.library_dispatch_passes(target) + [gelu.make_pass()] + fast
+            passes = (cpu.library_dispatch_passes(target) + [gelu.make_pass()] + fast + [dequant.make_fusion_pass()]
                       + cpu.legalize_passes(target) + count + schedule + lowering[:1] + table + lowering[1:]
                       + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import capture, source
+from . import calibrate, capture, source
 from .plan import Plan
 
 PIPELINE_CLASSES = ("StableDiffusionPipeline",)
@@ -75,5 +75,7 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
 
     pipeline = {"kind": KIND, "height": height, "width": width, "latent_shape": list(latent),
                 "vae_scaling_factor": float(vae.config.scaling_factor)}
+    runs = calibrate.StableDiffusionRuns(root, height, width)
     return Plan(components=components, pipeline=pipeline, scheduler_config=scheduler_config,
-                write_extra=lambda writer: {"tokenizer": _write_tokenizer(writer, tok)})
+                write_extra=lambda writer: {"tokenizer": _write_tokenizer(writer, tok)},
+                calibrate=runs.calibration, end_output=runs.end_output)

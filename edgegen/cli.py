@@ -16,6 +16,8 @@ def _progress_printer(stream=sys.stderr):
         elapsed = time.perf_counter() - start
         if event == "start":
             print(f"[{elapsed:6.1f}s] {stage} ...", file=stream, flush=True)
+        elif event == "log":
+            print(f"           {stage}", file=stream, flush=True)
         else:
             print(f"[{elapsed:6.1f}s] {stage}: done in {seconds:.1f}s", file=stream, flush=True)
 
@@ -29,8 +31,9 @@ def cmd_build(args) -> int:
                    batch=args.batch, overwrite=args.overwrite, progress=None if args.quiet else _progress_printer(),
                    quant=args.quant, attention=args.attention, minimum_ios=args.min_ios,
                    chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb)
+    result = _quant_final_check(args, report) if args.quant and args.final_check else None
     if args.json:
-        print(json.dumps(report.to_json(), indent=1))
+        print(json.dumps({**report.to_json(), **({"quant_result": result} if result else {})}, indent=1))
     else:
         print(f"built {report.artifact} for {report.target} in {report.seconds:.1f}s, "
               f"{report.bytes / 1e6:.2f} MB")
@@ -38,13 +41,45 @@ def cmd_build(args) -> int:
             q = info.get("quant")
             parity = "torch-side check" if "parity_scope" in info else "parity"
             print(f"  {name:14s} {info['bytes'] / 1e6:8.2f} MB  {parity} {info['psnr_db']:.1f} dB"
-                  + (f"  {q['applied']} {q['bits_per_weight']:.2f} bits/weight" if q else ""))
+                  + (f"  {q['applied']} {q['bits_per_weight']:.2f} bits/weight" if q else "")
+                  + (f" ({q['bits_per_weight_quantized']:.2f} in quantized layers)"
+                     if q and q.get("bits_per_weight_quantized") else ""))
             if q and q.get("fallback_reason"):
                 arrow = f" -> {q['applied']}" if q["applied"] != q["scheme"] else ""
                 print(f"  {'':14s} {q['scheme']}{arrow}: {q['fallback_reason']}")
         if any("parity_scope" in i for i in report.components.values()):
             print("  (Core ML predictions need macOS: the check ran the converted modules' torch side)")
-    return 0
+        if result:
+            print(f"  final output vs {result['reference']}, {result['steps']} steps: "
+                  f"{result['final_output_psnr_db']:.2f} dB (gate {result['gate_db']:.0f} dB)")
+    return 0 if result is None or result["passed"] else 1
+
+
+QUANT_CHECK_STEPS = 10
+
+
+def _quant_final_check(args, report) -> dict | None:
+    """A quantized build's end-to-end effect: the final output against the float32 torch pipeline,
+    recorded in the manifest (target.quant_result). None where the artifact cannot run here."""
+    from edgegen import validate
+    from edgegen.core.artifact import annotate
+    from edgegen.core.errors import BackendUnavailableError
+
+    from edgegen.core import Artifact
+
+    # the model's own sampling steps where it has them (class-conditional DiTs), else QUANT_CHECK_STEPS
+    steps = Artifact.open(report.artifact, verify=False).pipeline.get("sampling", {}).get("steps", QUANT_CHECK_STEPS)
+    try:
+        result = validate(report.artifact, args.model_dir, num_inference_steps=steps, bisect=False)
+    except BackendUnavailableError as exc:
+        print(f"final output not measured: {exc}", file=sys.stderr)
+        return None
+    record = {"final_output_psnr_db": round(result.image_psnr_db, 2), "steps": steps,
+              "components_psnr_db": {k: round(v, 2) for k, v in result.components.items()},
+              "reference": f"float32 torch ({result.device})", "gate_db": result.thresholds["image_db"],
+              "passed": result.passed}
+    annotate(report.artifact, "target", {"quant_result": record})
+    return record
 
 
 def cmd_run(args) -> int:
@@ -268,12 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, help="images per call for class-conditional models (default 10)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing artifact at --out")
     b.add_argument("--quant", help="quantization scheme: fp16, w8, w4g32, w4g64, w4g128, pal4, pal6, ternary, w8a8, "
-                                   "mixed:<dB> (onnx and coreml targets)")
+                                   "mixed:<dB>; the final output is then checked against the float32 pipeline")
     b.add_argument("--attention", choices=["original", "split-einsum"], default="original",
                    help="coreml: attention layout (split-einsum suits the Apple Neural Engine)")
     b.add_argument("--min-ios", type=int, choices=[16, 17, 18], default=16, help="coreml: minimum iOS version")
     b.add_argument("--chunk-mb", type=float, default=1000.0,
                    help="coreml: cut the UNet in two when its weights exceed this many MB (0: never)")
+    b.add_argument("--no-final-check", dest="final_check", action="store_false",
+                   help="with --quant: skip running the artifact against the float32 pipeline afterwards")
     b.add_argument("--quiet", action="store_true", help="no progress display")
     b.add_argument("--json", action="store_true", help="print a machine-readable summary")
     b.set_defaults(func=cmd_build)

@@ -12,13 +12,18 @@ one per block. This rule, tried after the specialised rules, does three things:
    (the last two spatial loops) is moved under the reduction loops and
    unrolled, so LLVM's SLP pass turns it into vector FMAs (with a target `mcpu`
    that has them), and the initialisation is hoisted out; otherwise (row
-   reductions such as softmax's max/sum) the spatial loops are made parallel.
+   reductions such as softmax's max/sum) the spatial loops are made parallel;
+4. a block that decodes packed weights (it reads int8/uint8/float16 buffers;
+   kernels/dequant.py fuses it into its GEMM or conv) is computed under the
+   consumer's parallel loop, which is made to run over the weight's output
+   channels: each thread decodes the weight slice it uses, once.
 A block it cannot read this way stays as it was.
 """
 
 from __future__ import annotations
 
 VECTOR_LANES = (16, 8, 4)
+PACKED_DTYPES = ("int8", "uint8", "float16")
 ROW_TILE = 4
 MIN_PARALLEL = 64
 
@@ -72,33 +77,46 @@ def _prod(values) -> int:
     return out
 
 
-def _schedule_reduction(sch, info, spatial, reduce) -> bool:
+def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None):
+    """Returns the parallel loop. `weight_pos`: the spatial loop that indexes a decoded weight's
+    output channels; it becomes the outermost, parallel loop, so that each weight slice is
+    decoded once, by one thread, under it."""
     block = info.block_rv
     last_var = sch.get(block).iter_vars[len(spatial) - 1].var
     lanes = _lanes(_extent(sch, spatial[-1]))
     if lanes is None or not _contiguous_in_reads(sch, block, last_var):
-        par = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+        if weight_pos is not None:
+            sch.reorder(spatial[weight_pos], *(s for i, s in enumerate(spatial) if i != weight_pos))
+            par = spatial[weight_pos]
+        else:
+            par = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
         sch.parallel(par)
-        return True
+        return par
     # register tile: ROW_TILE x lanes outputs accumulate while the reduction loops run
     *outer, last = spatial
     tiles = []
-    if outer and _extent(sch, outer[-1]) and _extent(sch, outer[-1]) % ROW_TILE == 0:
+    weight_loop = spatial[weight_pos] if weight_pos is not None else None
+    if outer and weight_pos != len(spatial) - 2 and _extent(sch, outer[-1]) % ROW_TILE == 0:
         row_outer, row = sch.split(outer[-1], [None, ROW_TILE])
         outer = [*outer[:-1], row_outer]
         tiles.append(row)
     col_outer, col = sch.split(last, [None, lanes])
     tiles.append(col)
-    sch.reorder(*outer, col_outer, *reduce, *tiles)
-    par = sch.fuse(*outer, col_outer) if outer else col_outer
+    if weight_pos is None:
+        sch.reorder(*outer, col_outer, *reduce, *tiles)
+        par = sch.fuse(*outer, col_outer) if outer else col_outer
+    else:
+        par = col_outer if weight_pos == len(spatial) - 1 else weight_loop
+        sch.reorder(par, *(lp for lp in [*outer, col_outer] if lp != weight_loop and lp != par), *reduce, *tiles)
     sch.parallel(par)
     sch.decompose_reduction(block, reduce[0])
     for tile in tiles:  # `vectorize` refuses loops under a reduction; LLVM's SLP pass vectorizes the lanes
         sch.unroll(tile)
-    return True
+    return par
 
 
-def _schedule_block(sch, info) -> bool:
+def _schedule_block(sch, info, weight_pos=None):
+    """Schedule one block; returns False when it cannot, else True or (reductions) the parallel loop."""
     kinds = info.dom_kind()
     spatial = [it.loop_rv for it in info.iters if it.kind == "S"]
     reduce = [it.loop_rv for it in info.iters if it.kind == "R"]
@@ -106,7 +124,7 @@ def _schedule_block(sch, info) -> bool:
         return False  # only the S..S R..R shape
     if not reduce:
         return _schedule_spatial(sch, spatial)
-    return _schedule_reduction(sch, info, spatial, reduce)
+    return _schedule_reduction(sch, info, spatial, reduce, weight_pos)
 
 
 def _inline_elementwise(sch, infos) -> None:
@@ -121,6 +139,46 @@ def _inline_elementwise(sch, infos) -> None:
                 sch.compute_inline(info.block_rv)
             except Exception:  # noqa: BLE001 - not inlinable (e.g. reads that do not line up)
                 continue
+
+
+def _reads_packed(sch, block) -> bool:
+    """True for a block that reads stored weights other than float32 (a dequantizing decode)."""
+    return any(str(region.source.dtype) in PACKED_DTYPES for region in sch.get(block).reads)
+
+
+def _weight_positions(sch, infos, decodes) -> dict:
+    """Reduction block name -> the position of its spatial loop that indexes a decoded weight
+    (matmul: the output column; conv: the output channel)."""
+    found = {}
+    for dec in decodes:
+        written = sch.get(dec.block_rv).writes[0].source
+        for consumer in sch.get_consumers(dec.block_rv):
+            block = sch.get(consumer)
+            info = next((i for i in infos if i.name == block.name_hint), None)
+            if info is None or info.is_injective():
+                continue
+            n_spatial = sum(1 for it in info.iters if it.kind == "S")
+            for region in block.reads:
+                if region.source.same_as(written):
+                    used = [k for k, iv in enumerate(block.iter_vars[:n_spatial])
+                            if any(_uses(r.min, iv.var) for r in region.region)]
+                    if len(used) == 1:
+                        found[info.name] = used[0]
+    return found
+
+
+def _decode_under(sch, block, loops: dict) -> bool:
+    """Compute a decode block under the parallel loop of the GEMM/conv consuming it, which runs over
+    the weight's output channels: each weight slice is decoded once, by the thread that uses it,
+    into a buffer sized for that slice."""
+    consumers = [sch.get(c).name_hint for c in sch.get_consumers(block)]
+    if len(consumers) != 1 or consumers[0] not in loops:
+        return False
+    sch.compute_at(block, loops[consumers[0]], preserve_unit_loops=False)
+    inner = sch.get_loops(block)[-1]
+    if _lanes(_extent(sch, inner)):
+        sch.vectorize(inner)
+    return True
 
 
 def make_rule():
@@ -140,14 +198,23 @@ def make_rule():
             if not infos:
                 return None
             changed = False
-            for info in infos:
+            decodes = [i for i in infos if i.is_injective() and _reads_packed(sch, i.block_rv)]
+            weight_pos = _weight_positions(sch, infos, decodes)
+            loops = {}  # reduction block name -> its parallel loop
+            for info in [i for i in infos if i not in decodes] + decodes:
                 trial = sch.copy()
                 try:
-                    if _schedule_block(trial, info):
-                        sch = trial
-                        changed = True
+                    if info in decodes and _decode_under(trial, info.block_rv, loops):
+                        done = True
+                    else:
+                        done = _schedule_block(trial, info, weight_pos.get(info.name))
                 except Exception:  # noqa: BLE001 - a primitive refused: keep this block unscheduled
                     continue
+                if done:
+                    sch = trial
+                    changed = True
+                    if done is not True:   # decompose_reduction renamed the block "<name>_update"
+                        loops[info.name] = loops[info.name + "_update"] = done
             return sch if changed else None
 
     return ParallelVectorize()

@@ -148,6 +148,17 @@ class ArtifactWriter:
         return self.dest
 
 
+def annotate(root: str | Path, section: str, values: dict) -> None:
+    """Merge `values` into one top-level section of a committed artifact's manifest (e.g. results
+    measured on the finished artifact), replacing the manifest file atomically."""
+    path = Path(root) / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest.setdefault(section, {}).update(values)
+    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=1, allow_nan=False))
+    os.replace(tmp, path)
+
+
 class Artifact:
     """A loaded, verified artifact."""
 

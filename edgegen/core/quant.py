@@ -13,6 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 
+# A quantized component or image is gated at this floor only: below it the output is noise (a
+# broken conversion), not a loss of precision. The measured PSNR is recorded either way.
+QUANT_FLOOR_DB = 10.0
+
+
 @dataclass(frozen=True)
 class Scheme:
     name: str
@@ -30,8 +35,10 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
     Scheme("w4g32", "linear", 4, group=32, description="int4 weights in groups of 32 with fp16 scales"),
     Scheme("w4g64", "linear", 4, group=64, description="int4 weights in groups of 64 with fp16 scales"),
     Scheme("w4g128", "linear", 4, group=128, description="int4 weights in groups of 128 with fp16 scales"),
-    Scheme("pal4", "palette", 4, description="k-means palettization: 16-entry lookup table per output channel"),
-    Scheme("pal6", "palette", 6, description="k-means palettization: 64-entry lookup table per output channel"),
+    Scheme("pal4", "palette", 4, description="k-means palettization: a 16-entry lookup table per output channel "
+                                              "(shared by a few channels on narrow layers)"),
+    Scheme("pal6", "palette", 6, description="k-means palettization: a 64-entry lookup table per output channel "
+                                              "(shared by a few channels on narrow layers)"),
     Scheme("ternary", "ternary", 2, group=64, description="{-1, 0, +1} weights with one scale per group"),
     Scheme("w8a8", "linear", 8, activations=True,
            description="int8 weights and int8 activations (per-tensor scales from calibration)"),
@@ -98,6 +105,20 @@ def _unpack(data: np.ndarray, bits: int, count: int) -> np.ndarray:
     return codes.ravel()[:count]
 
 
+# a palette's fp16 lookup table may cost at most this many bits per weight; narrower layers share
+# one table between consecutive output channels (as Core ML's per-grouped-channel palettization)
+PALETTE_TABLE_BITS = 0.25
+
+
+def palette_share(rows: int, width: int, bits: int) -> int:
+    """How many consecutive output channels share one table: the fewest (a divisor of `rows`) that
+    keep the table under PALETTE_TABLE_BITS per weight; 1 (a table per channel) on wide layers."""
+    for share in range(1, rows + 1):
+        if rows % share == 0 and (2 ** bits) * 16 / (share * width) <= PALETTE_TABLE_BITS:
+            return share
+    return rows
+
+
 def _kmeans_1d(values: np.ndarray, k: int, iters: int = 12) -> np.ndarray:
     """Per-row 1-D k-means (rows of `values`), initialised at quantiles; returns [rows, k] centroids."""
     centroids = np.quantile(values, (np.arange(k) + 0.5) / k, axis=1).T.astype(np.float32)
@@ -109,6 +130,12 @@ def _kmeans_1d(values: np.ndarray, k: int, iters: int = 12) -> np.ndarray:
             sums = np.where(mask, values, 0).sum(axis=1)
             centroids[:, j] = np.where(counts > 0, sums / np.maximum(counts, 1), centroids[:, j])
     return centroids
+
+
+def group_size(scheme: Scheme, width: int) -> int:
+    """The scheme's group along a row of `width` weights: a row narrower than the group is one group
+    (padding it would store codes for weights that do not exist)."""
+    return min(scheme.group, width)
 
 
 def quantize_weight(w: np.ndarray, scheme: Scheme, out_axis: int = 0) -> Packed:
@@ -126,7 +153,7 @@ def quantize_weight(w: np.ndarray, scheme: Scheme, out_axis: int = 0) -> Packed:
         q = np.clip(np.round(m / scale), -127, 127).astype(np.int8)
         return Packed(scheme.name, shape, {"q": q, "scale": scale.astype(np.float16)})
     if scheme.kind in ("linear", "ternary"):                         # groups along the reduction axis
-        g = scheme.group
+        g = group_size(scheme, width)
         padded = np.pad(m, ((0, 0), (0, -width % g))).reshape(rows, -1, g)
         if scheme.kind == "ternary":                                 # absmean scale, codes {-1, 0, 1}
             valid = np.pad(np.ones(width), (0, -width % g)).reshape(-1, g).sum(axis=1)[None, :, None]
@@ -138,9 +165,11 @@ def quantize_weight(w: np.ndarray, scheme: Scheme, out_axis: int = 0) -> Packed:
             codes = np.clip(np.round(padded / scale), -8, 7) + 8
             bits = 4
         return Packed(scheme.name, shape, {"codes": _pack(codes, bits), "scale": scale[..., 0].astype(np.float16)})
-    if scheme.kind == "palette":                                     # a 2**bits table per output channel
-        lut = _kmeans_1d(m, 2 ** scheme.bits)
-        idx = np.abs(m[:, :, None] - lut[:, None, :]).argmin(axis=2)
+    if scheme.kind == "palette":                                     # a 2**bits table per channel group
+        share = palette_share(rows, width, scheme.bits)
+        groups = m.reshape(rows // share, share * width)
+        lut = _kmeans_1d(groups, 2 ** scheme.bits)
+        idx = np.abs(groups[:, :, None] - lut[:, None, :]).argmin(axis=2).reshape(rows, width)
         return Packed(scheme.name, shape, {"codes": _pack(idx, scheme.bits), "lut": lut.astype(np.float16)})
     raise ValueError(f"{scheme.name}: no weight quantizer for kind {scheme.kind!r}")
 
@@ -157,10 +186,11 @@ def dequantize_weight(p: Packed, out_axis: int = 0) -> np.ndarray:
     elif scheme.kind in ("linear", "ternary"):
         scale = p.arrays["scale"].astype(np.float32)
         bits, offset = (2, 1) if scheme.kind == "ternary" else (4, 8)
-        codes = _unpack(p.arrays["codes"], bits, scale.size * scheme.group).reshape(*scale.shape, scheme.group)
+        g = group_size(scheme, width)
+        codes = _unpack(p.arrays["codes"], bits, scale.size * g).reshape(*scale.shape, g)
         m = ((codes.astype(np.float32) - offset) * scale[..., None]).reshape(rows, -1)[:, :width]
     else:
-        lut = p.arrays["lut"].astype(np.float32)
+        lut = np.repeat(p.arrays["lut"].astype(np.float32), rows // p.arrays["lut"].shape[0], axis=0)
         idx = _unpack(p.arrays["codes"], scheme.bits, rows * width).reshape(rows, width)
         m = np.take_along_axis(lut, idx, axis=1)
     return _unrows(m, p.shape, out_axis)

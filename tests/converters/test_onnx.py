@@ -83,12 +83,6 @@ def test_scheme_registry():
         quant.parse("int3")
 
 
-def test_quant_refused_where_not_mapped(tiny_sd_dir, tmp_path):
-    with pytest.raises(ValueError, match="onnx and coreml targets"):
-        edgegen.build(tiny_sd_dir, tmp_path / "x", target="cpu", quant="w8")
-    assert not (tmp_path / "x").exists()
-
-
 def test_bisect_finds_the_first_quantized_layer(tiny_sd_dir, tmp_path, onnx_artifact):
     from edgegen.bisect import bisect_unet
 

@@ -22,7 +22,7 @@ def grouped(bits, group, width=288):
 
 @pytest.mark.parametrize("name,bits,min_snr", [
     ("fp16", 16.0, 60), ("w8", 8 + 16 / 288, 38), ("w4g32", grouped(4, 32), 17), ("w4g64", grouped(4, 64), 16),
-    ("w4g128", grouped(4, 128), 15), ("pal6", 6 + 64 * 16 / 288, 28), ("pal4", 4 + 16 * 16 / 288, 19),
+    ("w4g128", grouped(4, 128), 15), ("pal6", 6 + 64 * 16 / (16 * 288), 26), ("pal4", 4 + 16 * 16 / (4 * 288), 18),
     ("ternary", grouped(2, 64), 4)])
 def test_round_trip_and_stored_bits(name, bits, min_snr):
     scheme = parse(name)
@@ -51,3 +51,24 @@ def test_activation_and_mixed_schemes_are_not_per_tensor():
     for name in ("w8a8", "mixed:30"):
         with pytest.raises(ValueError, match="not a weight-only scheme"):
             quantize_weight(CONV, parse(name))
+
+
+def test_palette_tables_are_shared_only_where_they_would_cost_too_much():
+    from edgegen.core.quant import PALETTE_TABLE_BITS, palette_share
+
+    assert palette_share(320, 2880, 4) == 1                   # wide conv rows: a table per channel
+    assert palette_share(64, 288, 6) == 16                    # 64 entries x 16 bits over 16 x 288 weights
+    for rows, width, bits in [(64, 288, 6), (96, 256, 4), (7, 5, 6)]:
+        share = palette_share(rows, width, bits)
+        packed = quantize_weight(RNG.standard_normal((rows, width)).astype(np.float32), parse(f"pal{bits}"))
+        assert packed.arrays["lut"].shape == (rows // share, 2 ** bits)
+        assert rows % share == 0
+        assert share == rows or (2 ** bits) * 16 / (share * width) <= PALETTE_TABLE_BITS
+
+
+def test_rows_narrower_than_the_group_are_one_group():
+    w = RNG.standard_normal((8, 32)).astype(np.float32)
+    for name in ("w4g128", "ternary"):
+        packed = quantize_weight(w, parse(name))
+        assert packed.bits_per_weight == pytest.approx((4 if name != "ternary" else 2) + 16 / 32)
+        assert dequantize_weight(packed).shape == w.shape

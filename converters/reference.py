@@ -1,0 +1,64 @@
+"""Reference samplers in torch + diffusers: the baseline artifacts are compared with, and the
+real runs that calibration data comes from.
+
+`dit_sample` follows diffusers' DiTPipeline loop (classifier-free guidance with the
+batch [conditional, null-class], guidance on the first `in_channels` channels,
+the scheduler stepping both halves), in pixel space: it has no VAE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler"}
+
+
+def make_torch_scheduler(config: dict, override: str | None = None):
+    import diffusers
+
+    name = SCHEDULER_CLASSES[override] if override else config["_class_name"]
+    return getattr(diffusers, name).from_config(config)
+
+
+def dit_sample(transformer, scheduler_config: dict, labels, noise: np.ndarray, steps: int,
+               guidance_scale: float, scheduler: str | None = None, callback=None) -> np.ndarray:
+    """Denoise `noise` [N, C, H, W] for class `labels` [N]; returns samples in [-1, 1] space."""
+    import torch
+
+    sched = make_torch_scheduler(scheduler_config, scheduler)
+    sched.set_timesteps(steps)
+    c = transformer.config.in_channels
+    null = transformer.config.num_embeds_ada_norm
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    n = len(labels)
+    y = torch.cat([labels, torch.full((n,), null, dtype=torch.int64)])
+    x = torch.from_numpy(np.asarray(noise, np.float32)) * sched.init_noise_sigma
+    x = torch.cat([x, x])
+    with torch.no_grad():
+        for i, t in enumerate(sched.timesteps):
+            half = x[:n]
+            inp = sched.scale_model_input(torch.cat([half, half]), t)
+            out = transformer(inp, timestep=t.expand(2 * n).float(), class_labels=y).sample
+            eps = out[:, :c]
+            cond, uncond = eps[:n], eps[n:]
+            guided = uncond + guidance_scale * (cond - uncond) if guidance_scale > 1 else cond
+            x = sched.step(torch.cat([guided, guided]), t, x).prev_sample
+            if callback is not None:
+                callback(i, t, x[:n].numpy())
+    return x[:n].numpy()
+
+
+def sd_pipeline(model_dir, scheduler: str | None = None):
+    """diffusers' StableDiffusionPipeline for a local folder, float32, on CUDA when there is one;
+    returns (pipeline, device)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, local_files_only=True,
+                                                   safety_checker=None, requires_safety_checker=False,
+                                                   low_cpu_mem_usage=False)
+    pipe.set_progress_bar_config(disable=True)
+    if scheduler is not None:
+        pipe.scheduler = make_torch_scheduler(pipe.scheduler.config, scheduler)
+    return pipe.to(device), device
