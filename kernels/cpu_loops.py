@@ -176,8 +176,9 @@ def _decode_under(sch, block, loops: dict) -> bool:
         return False
     sch.compute_at(block, loops[consumers[0]], preserve_unit_loops=False)
     inner = sch.get_loops(block)[-1]
-    if _lanes(_extent(sch, inner)):
-        sch.vectorize(inner)
+    lanes = _lanes(_extent(sch, inner))
+    if lanes:   # a 1x1 conv's innermost loop is all its input channels: vectors of `lanes`, not of 1280
+        sch.vectorize(sch.split(inner, [None, lanes])[1])
     return True
 
 
