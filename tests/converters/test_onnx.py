@@ -97,7 +97,9 @@ def test_bisect_finds_the_first_quantized_layer(tiny_sd_dir, tmp_path, onnx_arti
     broken = bisect_unet(report.artifact, tiny_sd_dir, inputs)
     first = broken["first_divergent"]
     assert first is not None and first["module"] == "Linear" and first["psnr_db"] < 40   # MatMulNBits layers
-    # validate runs the bisection by itself when the UNet falls under its gate
+    # a quantized artifact is gated at the quantization floor, not float32's 40 dB: no bisection unless asked
     result = edgegen.validate(report.artifact, tiny_sd_dir, num_inference_steps=3)
-    assert not result.passed and result.bisect["first_divergent"] is not None
-    assert any("unet: first under 40 dB is layer" in f for f in result.failures)
+    assert result.thresholds["component_db"] == quant.QUANT_FLOOR_DB and result.bisect is None
+    assert result.passed and result.components["unet"] < 40
+    asked = edgegen.validate(report.artifact, tiny_sd_dir, num_inference_steps=3, bisect=True)
+    assert asked.bisect["component"] == "unet" and asked.bisect["layers_compared"] > 50
