@@ -264,9 +264,12 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
                        family.OPTIMUM_TASK)
         tvm_target = lower.resolve_target(tgt.tvm_target) if tgt.tvm_target else {}
         calibration = {}
-        if scheme is not None and (scheme.kind == "mixed" or scheme.activations) and plan.calibrate is not None:
+        # calibration where it is used: w8a8 on onnx and cpu, mixed:<dB> on cpu (coreml maps both to weight-only)
+        tvm = tgt.backend == "tvm_vm"
+        if scheme is not None and plan.calibrate is not None and (
+                (scheme.activations and tgt.backend != "coreml") or (scheme.kind == "mixed" and tvm)):
             calibration = stages.run("calibrate: real runs of the source pipeline", plan.calibrate)
-        if scheme is not None and scheme.kind == "mixed" and plan.end_output is not None:
+        if scheme is not None and scheme.kind == "mixed" and tvm and plan.end_output is not None:
             # each component's share of the final output's error budget: together they meet the target
             share = scheme.target_db + MIXED_MARGIN_DB + 10 * math.log10(len(plan.components))
             options["end"] = {name: (_end_output(plan.end_output, name), share) for name in plan.components}
