@@ -100,7 +100,9 @@ def ort_rows(cap, runs: int, workdir: Path, reference) -> list[dict]:
         feed = adapt_feed(sess, cap.inputs)
         out = sess.run(None, feed)[0]
         timing = time_call(lambda: sess.run(None, feed), warmup=1, runs=runs)
-        size = sum(f.stat().st_size for f in path.parent.iterdir())
+        # the model and the external data it refers to (the copied float32 data file is not part of it)
+        size = path.stat().st_size + sum((path.parent / n).stat().st_size
+                                         for n in onnx_export.external_data_files(path))
         rows.append({"name": f"onnxruntime {label}", "scheme": f"ort-{scheme or 'fp32'}",
                      "median_ms": timing["median_ms"], "min_ms": timing["min_ms"], "artifact_bytes": size,
                      "psnr_vs_torch_db": round(psnr(reference, out), 2)})
