@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt scripts/install_system_dep
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[build,onnx,coreml,report,rpc,test]'
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[build,onnx,coreml,report,rpc,gpu,test]'
 	touch $(STAMP)
 
 test: setup

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from edgegen.core.artifact import ArtifactWriter, Component, sha256_tree
-from edgegen.core.errors import ModelError, ParityError
+from edgegen.core.errors import BackendUnavailableError, ModelError, ParityError
 from edgegen.core.metrics import psnr
 from edgegen.core.quant import QUANT_FLOOR_DB
 from edgegen.core.quant import parse as parse_scheme
 from edgegen.core.specs import TensorSpec
-from edgegen.core.targets import get_target
+from edgegen.core.targets import GPU_BACKENDS, get_target
 
 from . import capture, dit, lower, quantize, sd, source
 
@@ -123,6 +123,45 @@ def _end_output(end_output, component: str):
     return run
 
 
+def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict, stages: _Stages, scheme):
+    """Kernel sources and a launch plan for a GPU target; the build runs them on this machine's
+    OpenCL or WebGPU device where there is one (PoCL, lavapipe) for the parity gate. Returns
+    (files, weight specs, info, outputs on the example inputs or None where nothing can run them)."""
+    from edgegen.core.launch_plan import LANGUAGES
+
+    from . import gpu
+
+    del scheme     # refused in build(): GPU targets build float32 kernels
+    exported = stages.run(f"{name}: capture (torch.export)", capture.export, cap)
+    lowered = stages.run(f"{name}: import to TVM Relax", lower.to_relax, exported, len(cap.inputs),
+                         f"component {name!r}")
+    built = stages.run(f"{name}: compile kernels for {target.name} + launch plan", gpu.lower_to_plan, lowered,
+                       list(cap.inputs), cap.outputs, tvm_target, gpu.limits_of(target.profile), target.backend)
+    gpu.check_memory(built.plan, target.profile, f"component {name!r}")
+    files = gpu.write_files(built, writer.tmp, name, target.backend)
+    plan = built.plan
+    info = {"language": LANGUAGES[target.backend], "programs": len(plan["programs"]), "launches": len(plan["launches"]),
+            "arena_bytes": plan["arena_bytes"], "arena_bytes_without_reuse": plan["arena_bytes_without_reuse"],
+            "edgegen_kernels": gpu.edgegen_kernels(plan), "attention": built.attention,
+            "convolutions": built.convolutions, "compile_guard": built.guard,
+            "num_weights": sum(int(np.prod(s.shape)) for s in lowered.weight_specs)}
+    from edgegen import runtimes
+
+    try:
+        runtimes.get_backend(target.backend)
+    except BackendUnavailableError as exc:     # no such device here: the kernels are guarded, not executed
+        info["parity_scope"] = f"kernels generated and guarded, not executed: {exc}"
+        return files, gpu.weight_specs(built), info, None
+    session = stages.run(f"{name}: load on this machine's {target.backend} device", gpu.open_session, built,
+                         writer.tmp, files, name, target.backend, cap.inputs, cap.family)
+    try:
+        result = stages.run(f"{name}: parity check", session.run, **cap.inputs)
+    finally:
+        session.close()
+    info["parity_device"] = getattr(session, "device_name", target.backend)
+    return files, gpu.weight_specs(built), info, [result[o] for o in cap.outputs]
+
+
 def _emit_onnx(writer, name: str, cap: capture.Captured, stages: _Stages, scheme, calibration: list | None):
     """Export to ONNX (unless optimum already wrote the component), quantize if asked;
     returns (files, weight specs, info, outputs on the example inputs)."""
@@ -206,11 +245,17 @@ def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, t
         files, weight_specs, info, actual = _emit_onnx(writer, name, cap, stages, scheme, calibration)
     elif target.backend == "coreml":
         files, weight_specs, info, actual, swift = _emit_coreml(writer, name, cap, stages, scheme, options)
+    elif target.backend in GPU_BACKENDS:
+        files, weight_specs, info, actual = _emit_gpu(writer, name, cap, target, tvm_target, stages, scheme)
     else:
         files, weight_specs, info, actual = _emit_tvm(writer, name, cap, target, tvm_target, stages, scheme,
                                                       calibration, options.get("end", {}).get(name))
     reference = capture.run_torch(cap)
-    measured = min(psnr(r, a) for r, a in _parity_outputs(name, cap, swift, reference, actual))
+    if actual is None:     # kernels for a device this machine lacks (Metal): outputs are the reference's
+        actual = [reference[o] for o in cap.outputs]
+        measured = float("inf")
+    else:
+        measured = min(psnr(r, a) for r, a in _parity_outputs(name, cap, swift, reference, actual))
     gate = parity_db if scheme is None else QUANT_FLOOR_DB
     if measured < gate:
         what = "quantized with " + scheme.name if scheme is not None else "compiled"
@@ -223,8 +268,10 @@ def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, t
         inputs=[TensorSpec.of(n, a) for n, a in shown.inputs.items()],
         outputs=[TensorSpec.of(n, a) for n, a in zip(shown.outputs, actual)],
         weights=weight_specs,
-        info={"parity_psnr_db": round(measured, 2), "parity_threshold_db": gate, **info}))
-    return {"psnr_db": round(measured, 2), **{k: info[k] for k in ("quant", "parity_scope") if k in info}}
+        info={"parity_psnr_db": round(measured, 2) if measured != float("inf") else None,
+              "parity_threshold_db": gate, **info}))
+    return {"psnr_db": round(measured, 2) if measured != float("inf") else None,
+            **{k: info[k] for k in ("quant", "parity_scope") if k in info}}
 
 
 def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: int | None = None,
@@ -240,6 +287,9 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     t_start = time.perf_counter()
     tgt = get_target(target)
     scheme = parse_scheme(quant) if quant else None
+    if scheme is not None and tgt.backend in GPU_BACKENDS:
+        raise ValueError(f"--quant on the {tgt.name} target: the GPU targets build float32 kernels for now; "
+                         f"quantize for cpu, onnx or coreml.")
     if attention not in ("original", "split-einsum"):
         raise ValueError(f"attention must be 'original' or 'split-einsum', got {attention!r}")
     if tgt.backend == "coreml":

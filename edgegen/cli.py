@@ -137,10 +137,32 @@ def cmd_inspect(args) -> int:
         for kind, specs in (("in ", comp.inputs), ("out", comp.outputs)):
             for s in specs:
                 print(f"      {kind} {s.name:24s} {s.dtype:8s} {list(s.shape)}")
+        _print_gpu_info(comp.info)
     print(f"files      ({art.total_bytes() / 1e6:.2f} MB, checksums verified)")
     for rel, info in m["files"].items():
         print(f"  {rel:40s} {info['bytes']:>12,d}  sha256 {info['sha256'][:16]}…")
     return 0
+
+
+def _print_gpu_info(info: dict) -> None:
+    """A GPU component's plan: size, arena, edgegen's kernels and every choice and fallback, with reasons
+    (identical choices counted once; `inspect --json` lists each call site)."""
+    from collections import Counter
+
+    if "launches" not in info:
+        return
+    print(f"      plan: {info['launches']} launches of {info['programs']} programs ({info['language']}), arena "
+          f"{info['arena_bytes'] / 2**20:.2f} MiB (without reuse {info['arena_bytes_without_reuse'] / 2**20:.2f} MiB)"
+          + (f"; {info['parity_scope']}" if info.get("parity_scope") else ""))
+    if info.get("edgegen_kernels"):
+        print("      edgegen kernels: " + ", ".join(f"{k} x{n}" for k, n in info["edgegen_kernels"].items()))
+    sites = Counter(f"attention {a['batch_heads']}x{a['queries']}x{a['keys']} d{a['head_dim']}: {a['kernel']} "
+                    f"({a['reason']})" for a in info.get("attention", []))
+    sites.update(f"3x3 conv: {c['kernel']} ({c['reason']})" for c in info.get("convolutions", []))
+    for line, n in sites.items():
+        print(f"      {line}" + (f"  x{n}" if n > 1 else ""))
+    for g in info.get("compile_guard", []):
+        print(f"      compile guard {g['function']}: {'; '.join(g['violations'])} -> {g['fallback']}: {g['result']}")
 
 
 def cmd_validate(args) -> int:

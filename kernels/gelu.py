@@ -24,6 +24,8 @@ def make_pass():
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
+    from .relax_util import function_pass
+
     @mutator
     class _Rewrite(PyExprMutator):
         def visit_call_(self, call):
@@ -44,12 +46,4 @@ def make_pass():
             return relax.op.multiply(relax.op.multiply(c(0.5), x),
                                      relax.op.add(c(1.0), relax.op.erf(relax.op.multiply(x, c(1 / math.sqrt(2))))))
 
-    @tvm.transform.module_pass(opt_level=0, name="DecomposeGelu")
-    def _pass(mod, _ctx):
-        rewriter = _Rewrite(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
-
-    return _pass
+    return function_pass(_Rewrite, "DecomposeGelu")

@@ -13,7 +13,7 @@ from pathlib import Path
 from edgegen.core.artifact import Artifact
 from edgegen.core.errors import ArtifactError, BackendUnavailableError
 
-BACKENDS = ("tvm_vm", "onnxruntime", "coreml")
+BACKENDS = ("tvm_vm", "onnxruntime", "coreml", "opencl", "webgpu", "metal")
 
 
 def get_backend(backend_id: str):

@@ -13,6 +13,20 @@ HAS_COREML = importlib.util.find_spec("coremltools") is not None
 HAS_TORNADO = importlib.util.find_spec("tornado") is not None
 
 
+def _backend(name: str) -> tuple[bool, str]:
+    try:
+        from edgegen.runtimes import get_backend
+
+        get_backend(name)
+        return True, ""
+    except Exception as exc:  # noqa: BLE001 - the reason is the skip message
+        return False, str(exc)
+
+
+HAS_OPENCL, NO_OPENCL = _backend("opencl")
+HAS_WEBGPU, NO_WEBGPU = _backend("webgpu")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "torch" in item.keywords and not HAS_TORCH:
@@ -25,6 +39,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs coremltools==9.0: pip install 'edgegen[coreml]'"))
         if "rpc" in item.keywords and not HAS_TORNADO:
             item.add_marker(pytest.mark.skip(reason="TVM's RPC tracker needs tornado: pip install 'edgegen[rpc]'"))
+        if "opencl" in item.keywords and not HAS_OPENCL:
+            item.add_marker(pytest.mark.skip(reason=f"needs an OpenCL device: {NO_OPENCL}"))
+        if "webgpu" in item.keywords and not HAS_WEBGPU:
+            item.add_marker(pytest.mark.skip(reason=f"needs a WebGPU adapter: {NO_WEBGPU}"))
         if "tvm" in item.keywords and not HAS_TVM:
             item.add_marker(pytest.mark.skip(reason="needs apache-tvm: pip install 'edgegen[runtime]'"))
 

@@ -21,8 +21,10 @@ def _imports(folder: str) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("folder,allowed", [
     ("edgegen/core", {"numpy"}),
-    # each backend may import its own library (tvm, onnxruntime, coremltools); the pipelines need tokenizers and PIL
-    ("runtimes", {"numpy", "edgegen.core", "tvm", "onnxruntime", "coremltools", "tokenizers", "PIL"}),
+    # each backend may import its own library (tvm, onnxruntime, coremltools, pyopencl, wgpu); the pipelines need
+    # tokenizers and PIL
+    ("runtimes", {"numpy", "edgegen.core", "tvm", "onnxruntime", "coremltools", "tokenizers", "PIL", "pyopencl",
+                  "wgpu"}),
     ("kernels", {"numpy", "edgegen.core", "tvm"}),
 ])
 def test_layer_imports(folder, allowed):

@@ -13,6 +13,13 @@ class DeviceProfile:
     memory_budget_bytes: int
     max_buffer_bytes: int
     notes: str = ""
+    # what one GPU kernel may use (the compile guard checks each generated kernel against these)
+    max_workgroup_size: int = 0
+    max_workgroup_dims: tuple = (0, 0, 0)
+    local_memory_bytes: int = 0
+    max_kernel_args: int = 0          # buffers + scalars (WebGPU: storage buffers per shader stage)
+    max_program_bytes: int = 0        # kernel source size a driver compiles without trouble
+    preferred_vector_width: int = 0   # float lanes the device's ALUs prefer
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,46 @@ TARGETS: dict[str, Target] = {
         aliases=("mlpackage",),
     ),
 }
+
+_MIB = 1 << 20
+
+
+# Mobile GPUs. Limits are the devices' OpenCL/Metal/WebGPU reported or specified values
+# (Adreno 7xx: CL_DEVICE_MAX_WORK_GROUP_SIZE 1024, 32 KiB local memory; Mali Valhall: 1024 and
+# 32 KiB; WebGPU: the spec's default limits, which every browser grants: 256 invocations,
+# 16 KiB workgroup storage, 8 storage buffers per stage; Apple GPUs: 1024 threads, 32 KiB
+# threadgroup memory, 31 buffer arguments). Schedules aim at 256 threads, as TVM's own tags do.
+TARGETS.update({
+    "opencl": Target("opencl", "opencl", {"kind": "opencl", "max_num_threads": 256, "max_threads_per_block": 256,
+                                        "max_shared_memory_per_block": 16384, "thread_warp_size": 1},
+                   DeviceProfile("opencl-generic", 4 * _GIB, 512 * _MIB, "any OpenCL 1.2 GPU (or PoCL on a CPU)",
+                                 256, (256, 256, 256), 16384, 128, 4 * _MIB, 4),
+                   "generic OpenCL C kernels + launch plan, run by the opencl runtime (pyopencl)"),
+    "adreno": Target("adreno", "opencl", {"kind": "opencl", "device": "adreno", "keys": ["adreno", "opencl", "gpu"],
+                                        "max_num_threads": 256, "max_threads_per_block": 256,
+                                        "max_shared_memory_per_block": 16384, "thread_warp_size": 1},
+                   DeviceProfile("adreno-7xx", 6 * _GIB, 1 * _GIB, "Qualcomm Adreno 6xx/7xx (Snapdragon), OpenCL 3.0",
+                                 1024, (1024, 1024, 1024), 32768, 128, 4 * _MIB, 4),
+                   "Qualcomm Adreno through OpenCL (TVM's Adreno TIR pipeline)", ("qcom",)),
+    "mali": Target("mali", "opencl", {"kind": "opencl", "device": "mali", "keys": ["mali", "opencl", "gpu"],
+                                    "max_num_threads": 256, "max_threads_per_block": 256,
+                                    "max_shared_memory_per_block": 16384, "thread_warp_size": 1},
+                 DeviceProfile("mali-valhall", 6 * _GIB, 1 * _GIB, "Arm Mali/Immortalis Valhall (G710, G715), OpenCL 3.0",
+                               1024, (1024, 1024, 1024), 32768, 128, 4 * _MIB, 4),
+                 "Arm Mali through OpenCL"),
+    "metal": Target("metal", "metal", {"kind": "metal", "max_num_threads": 256, "max_threads_per_block": 256,
+                                     "max_shared_memory_per_block": 32768, "thread_warp_size": 32},
+                  DeviceProfile("apple-gpu", 6 * _GIB, 1 * _GIB, "Apple GPU (A14 and later, M1 and later); kernels "
+                                "run on macOS/iOS only", 1024, (1024, 1024, 1024), 32768, 31, 4 * _MIB, 4),
+                  "Metal Shading Language kernels + launch plan (executing them needs macOS or iOS)"),
+    "webgpu": Target("webgpu", "webgpu", {"kind": "webgpu", "max_num_threads": 256,
+                                        "max_shared_memory_per_block": 16384, "thread_warp_size": 1},
+                   DeviceProfile("webgpu-default-limits", 2 * _GIB, 128 * _MIB, "any WebGPU implementation at the "
+                                 "spec's default limits (browsers, wgpu, Dawn)", 256, (256, 256, 64), 16384, 8,
+                                 4 * _MIB, 4),
+                   "WGSL kernels + launch plan, run by the webgpu runtime (wgpu)", ("wgsl",)),
+})
+GPU_BACKENDS = ("opencl", "webgpu", "metal")
 
 
 def get_target(name: str) -> Target:

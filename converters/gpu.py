@@ -1,0 +1,563 @@
+"""Lower a component for a GPU target (OpenCL, WebGPU, Metal) to kernel sources and a launch plan.
+
+TVM compiles the kernels; edgegen replaces TVM's host side (the Relax VM and the TVM
+runtime, which phones would need built for them) with a static launch plan: the graph's
+kernel calls in order, each kernel's arguments, grid and workgroup sizes read from TVM's
+own lowered host code, and an arena in which every intermediate has a fixed offset.
+
+Every kernel passes a compile guard against the device profile (workgroup size, local
+memory, kernel arguments, program size) before it is written; a kernel over a limit is
+rescheduled with a tighter budget, and the reason is recorded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgegen.core.errors import EdgegenError, UnsupportedOpError
+from edgegen.core.launch_plan import (LANGUAGES, PLAN_FORMAT, PLAN_VERSION, Interval, dtype_bytes,
+                                      plan_arena)
+
+from .lower import Lowered, import_tvm_compiler
+
+HOST = {"kind": "llvm"}
+_LAUNCH_TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadIdx.y", "threadIdx.z")
+
+
+@dataclass
+class Limits:
+    """What the device accepts of one kernel (from the target's device profile)."""
+
+    max_workgroup_size: int
+    max_workgroup_dims: tuple[int, int, int]
+    local_memory_bytes: int
+    max_kernel_args: int
+    max_program_bytes: int
+
+
+@dataclass
+class GpuBuild:
+    plan: dict
+    source: str                     # every program, each after a `// edgegen-program: <name>` line
+    constants: dict[str, np.ndarray]    # tensors the graph holds as constants, stored beside the weights
+    guard: list = field(default_factory=list)   # fallbacks the compile guard took, with reasons
+    attention: list = field(default_factory=list)   # per attention call site: the kernel chosen and why
+    convolutions: list = field(default_factory=list)   # per 3x3 convolution: Winograd or direct, and why
+    weights: dict = field(default_factory=dict)       # the weights the plan reads (Winograd ones transformed)
+    weight_specs: list = field(default_factory=list)
+
+
+def limits_of(profile) -> Limits:
+    return Limits(profile.max_workgroup_size, tuple(profile.max_workgroup_dims), profile.local_memory_bytes,
+                  profile.max_kernel_args, profile.max_program_bytes)
+
+
+def relax_passes(target, limits: Limits, decisions: list, edgegen_kernels: bool = True) -> list:
+    """Relax passes for a GPU target up to scheduling: edgegen's graph rewrites into its kernels
+    (`decisions` receives the attention choices), legalization and TVM's operator fusion."""
+    from tvm import relax
+    from tvm.relax.backend.gpu_generic import pipeline as gpu
+
+    from edgegen.kernels import gelu, gpu_rules
+
+    threads = min(limits.max_workgroup_size, int(target.attrs.get("max_num_threads", 256)))
+    local = min(limits.local_memory_bytes, int(target.attrs.get("max_shared_memory_per_block", 16384)))
+    fusion = [gelu.make_pass(), *(gpu_rules.fusion_passes(threads, local, decisions) if edgegen_kernels else [])]
+    # folding makes boolean constants (masks), which are then rewritten and their casts legalized
+    legalize = [relax.transform.LegalizeOps(), relax.transform.FoldConstant(), _bool_constants_as_int32(),
+                relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    return gpu.library_dispatch_passes(target) + fusion + legalize
+
+
+def _bool_constants_as_int32():
+    """Boolean constants (a text encoder's causal mask) become int32 constants cast back to bool
+    inside the kernel that reads them: OpenCL kernels take no bool buffers, WGSL stores none."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    from edgegen.kernels.relax_util import function_pass
+
+    @mutator
+    class _Rewrite(PyExprMutator):
+        def visit_generic_const_(self, op):
+            if str(getattr(op.ty, "dtype", "")) != "bool":
+                return op
+            return relax.op.astype(relax.const(op.value.numpy().astype(np.int32)), "bool")
+
+    return function_pass(_Rewrite, "BoolConstantsAsInt32")
+
+
+def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[str], tvm_target: dict,
+                  limits: Limits, language: str, edgegen_kernels: bool = True) -> GpuBuild:
+    """`edgegen_kernels=False` leaves out edgegen's kernels (Winograd, flash attention, fused
+    GroupNorm+SiLU): TVM's own fusion and dlight's schedules alone, the baseline they are
+    measured against in benchmarks/kernels.py."""
+    tvm = import_tvm_compiler()
+    from tvm import relax
+
+    from edgegen.kernels import gpu_rules, winograd
+
+    target = tvm.target.Target(tvm_target, host=HOST)
+    attention: list = []
+    convolutions: list = []
+    weights, specs = dict(lowered.weights), list(lowered.weight_specs)
+    module = winograd.rewrite(lowered.module, weights, specs, convolutions) if edgegen_kernels else lowered.module
+    with target:
+        fused = tvm.transform.Sequential(relax_passes(target, limits, attention, edgegen_kernels))(module)
+        unscheduled = fused.clone()
+        mod = tvm.transform.Sequential([gpu_rules.apply_schedule(target), relax.transform.RewriteDataflowReshape(),
+                                        relax.transform.DeadCodeElimination(["main"])])(fused)
+    graph = _Graph(mod["main"], len(input_names), input_names, specs, output_names)
+    programs, guard = {}, []
+    for name in graph.functions_called():
+        func = mod[name]
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            raise UnsupportedOpError(f"{name} is not a TIR function; the GPU plan runs TIR kernels only")
+        programs[name] = _guarded_program(name, func, unscheduled[name], tvm_target, limits, language, guard)
+    plan = graph.plan({n: p["kernels"] for n, p in programs.items()}, language)
+    plan["programs"] = {n: {"kernels": [k["name"] for k in p["kernels"]]} for n, p in programs.items()}
+    source = "".join(f"// edgegen-program: {n}\n{p['source']}\n" for n, p in programs.items())
+    return GpuBuild(plan, source, graph.constants, guard, attention, convolutions, weights, specs)
+
+
+EXTENSIONS = {"opencl": "cl", "webgpu": "wgsl", "metal": "metal"}
+
+
+def write_files(built: GpuBuild, root, prefix: str, backend: str) -> dict[str, str]:
+    """Write a component's plan, kernel source and weights under root/prefix; return the files
+    entry of its manifest (relative paths)."""
+    import json
+    from pathlib import Path
+
+    from edgegen.core import safetensors_io
+
+    files = {"plan": f"{prefix}/plan.json", "kernels": f"{prefix}/kernels.{EXTENSIONS[backend]}",
+             "weights": f"{prefix}/weights.safetensors"}
+    root = Path(root)
+    (root / prefix).mkdir(parents=True, exist_ok=True)
+    (root / files["plan"]).write_text(json.dumps(built.plan, indent=1))
+    (root / files["kernels"]).write_text(built.source)
+    safetensors_io.save({**built.weights, **built.constants}, root / files["weights"])
+    return files
+
+
+def weight_specs(built: GpuBuild) -> list:
+    from edgegen.core.specs import TensorSpec
+
+    return built.weight_specs + [TensorSpec.of(n, a) for n, a in built.constants.items()]
+
+
+def open_session(built: GpuBuild, root, files: dict, name: str, backend: str, inputs: dict, family: str = "test"):
+    """The runtime backend's session on files written by write_files (what the build's parity
+    check, the kernel tests and benchmarks/kernels.py run)."""
+    from pathlib import Path
+
+    from edgegen.core.artifact import Component
+    from edgegen.core.specs import TensorSpec
+    from edgegen.runtimes import get_backend
+
+    class _Folder:
+        def file(self, rel):
+            return Path(root) / rel
+
+    outputs = []
+    for out_name, tensor in built.plan["outputs"].items():
+        entry = built.plan["tensors"][tensor]
+        outputs.append(TensorSpec(out_name, entry["dtype"], entry["shape"]))
+    comp = Component(name, backend, family, files, [TensorSpec.of(n, a) for n, a in inputs.items()], outputs,
+                     weight_specs(built))
+    return get_backend(backend).load(_Folder(), comp)
+
+
+def check_memory(plan: dict, profile, where: str) -> None:
+    """Refuse a plan the device cannot hold: a tensor over its largest buffer, or arena plus
+    weights over its memory budget."""
+    from edgegen.core.errors import ModelError
+
+    big = [(n, t["bytes"]) for n, t in plan["tensors"].items() if t["bytes"] > profile.max_buffer_bytes]
+    if big:
+        name, size = max(big, key=lambda x: x[1])
+        raise ModelError(f"{where}: tensor {name} {plan['tensors'][name]['shape']} needs {size / 2**20:.0f} MiB, over "
+                         f"the {profile.name} profile's {profile.max_buffer_bytes / 2**20:.0f} MiB buffer limit; build "
+                         f"at a lower resolution or batch.")
+    weights = sum(t["bytes"] for t in plan["tensors"].values() if t["storage"] == "weight")
+    total = weights + plan["arena_bytes"]
+    if total > profile.memory_budget_bytes:
+        raise ModelError(f"{where}: weights ({weights / 2**20:.0f} MiB) and arena ({plan['arena_bytes'] / 2**20:.0f} "
+                         f"MiB) exceed the {profile.name} profile's {profile.memory_budget_bytes / 2**30:.1f} GiB "
+                         f"budget; build at a lower resolution or batch, or quantize for another target.")
+
+
+def edgegen_kernels(plan: dict) -> dict[str, int]:
+    """How many launches run each of edgegen's own kernels (by pattern name)."""
+    from edgegen.kernels import attention, group_norm, winograd
+
+    names = {group_norm.PREFIX: group_norm.NAME, attention.FLASH_PREFIX: attention.FLASH,
+             winograd.PREFIX + "_input": winograd.NAME}
+    counts: dict[str, int] = {}
+    for launch in plan["launches"]:
+        for prefix, pattern in names.items():
+            if prefix in launch["program"]:
+                counts[pattern] = counts.get(pattern, 0) + 1
+    return counts
+
+
+# --- one TIR function: lower, read its launches, codegen, guard -----------------------------------------------
+
+def _guarded_program(name: str, func, unscheduled, tvm_target: dict, limits: Limits, language: str,
+                     guard: list) -> dict:
+    """Compile one function's kernels; when one breaks a device limit, reschedule with half the
+    workgroup and local memory budget, then with dlight's fallback rule alone; record why."""
+    from edgegen.kernels import gpu_rules
+
+    program = _compile_function(name, func, tvm_target, language)
+    problems = _violations(program, limits, language)
+    attempts = [(f"workgroup ≤ {limits.max_workgroup_size // 2}, local memory ≤ {limits.local_memory_bytes // 2} B",
+                 {"max_num_threads": limits.max_workgroup_size // 2,
+                  "max_threads_per_block": limits.max_workgroup_size // 2,
+                  "max_shared_memory_per_block": limits.local_memory_bytes // 2}, False),
+                ("dlight's fallback schedule", {"max_num_threads": limits.max_workgroup_size // 2,
+                                                 "max_threads_per_block": limits.max_workgroup_size // 2}, True)]
+    for what, tighter, fallback_only in attempts:
+        if not problems:
+            return program
+        retry = gpu_rules.reschedule(unscheduled, {**tvm_target, **tighter}, HOST, fallback_only)
+        before = problems
+        program = _compile_function(name, retry, tvm_target, language)
+        problems = _violations(program, limits, language)
+        guard.append({"function": name, "violations": before, "fallback": what,
+                      "result": "ok" if not problems else "; ".join(problems)})
+    if problems:
+        raise EdgegenError(f"kernel {name}: {'; '.join(problems)} on this device profile, even with "
+                           f"dlight's fallback schedule; the artifact was not written.")
+    return program
+
+
+def _compile_function(name: str, func, tvm_target: dict, language: str) -> dict:
+    """One TIR function compiled for the target: {"source": its device code, "kernels": [{"name",
+    "params": [["param", i] | ["scratch", i] | ["scalar", dtype, value], ...], "launch": {tag: extent},
+    "scratch_bytes", "device_params"}, ...]} (the launches in the order its host code makes them)."""
+    tvm = import_tvm_compiler()
+    from tvm import tirx
+
+    tir_build = importlib.import_module("tvm.tirx.build")    # the module; tvm.tirx.build is its function
+    target = tvm.target.Target(tvm_target, host=HOST)
+    mod = tvm.IRModule({name: func.with_attr("global_symbol", name)})
+    mod = tirx.transform.BindTarget(target)(mod)
+    pipeline = tvm.tirx.get_default_tir_pipeline(target)
+    if isinstance(pipeline, tuple):
+        pipeline, _, finalize_device = pipeline
+    else:      # the Adreno pipeline comes alone; its device code is finalized as every GPU's
+        finalize_device = importlib.import_module("tvm.s_tir.pipeline").finalize_device_passes
+    split = _until_host_device_split(pipeline, mod)
+    host = split[name]
+    kernels = _launches(name, host, split)
+    full = tvm.transform.Sequential([tirx.transform.MakePackedAPI(), tirx.transform.FP8StorageLegalize(),
+                                     tirx.transform.BF16StorageLegalize()])(split)
+    _, devices = tir_build.split_host_device_mods(full)
+    sources = []
+    for dev_target, dev_mod in devices.items():
+        runtime = tir_build.codegen_build(finalize_device()(dev_mod), dev_target)
+        sources.append(runtime.inspect_source())
+    source = "\n".join(sources)
+    if language == "webgpu":
+        # every tensor lives in one arena buffer, and WebGPU forbids binding a buffer read-only and
+        # writable in the same dispatch: the arena is bound read_write throughout
+        source = source.replace("var<storage, read> ", "var<storage, read_write> ")
+        # TVM writes infinity and NaN as `inff` / `nanf`, which WGSL does not have: spell them as bits
+        source = _WGSL_SPECIAL.sub(lambda m: _WGSL_BITS[m.group(1)], source)
+    return {"source": source, "kernels": kernels}
+
+
+_WGSL_SPECIAL = re.compile(r"(?<![\w.])(inff|nanf)\b")
+_WGSL_BITS = {"inff": "bitcast<f32>(0x7f800000u)", "nanf": "bitcast<f32>(0x7fc00000u)"}
+
+
+def _until_host_device_split(pipeline, mod):
+    """TVM's TIR pipeline for the target up to SplitHostDevice: its last three passes (the packed
+    calling convention and fp8/bf16 storage) are skipped, so the host function still takes the
+    original buffers and names each kernel launch plainly (`call_ffi_kernel`)."""
+    tvm = import_tvm_compiler()
+    from tvm.tirx import transform as tt
+
+    names = ("MakePackedAPI", "FP8StorageLegalize", "BF16StorageLegalize")
+    saved = {n: getattr(tt, n) for n in names}
+    try:
+        for n in names:
+            setattr(tt, n, lambda *a, **k: tvm.transform.module_pass(lambda m, c: m, opt_level=0, name="skipped"))
+        return pipeline(mod)
+    finally:
+        for n, p in saved.items():
+            setattr(tt, n, p)
+
+
+def _walk(node, visit) -> None:
+    """Visit every statement and call below a lowered host function's body (the few node kinds
+    a host function holds: sequences, buffer declarations, attributes, conditionals, calls)."""
+    from tvm import tirx
+
+    visit(node)
+    if isinstance(node, tirx.SeqStmt):
+        for s in node.seq:
+            _walk(s, visit)
+        return
+    for attr in ("body", "then_case", "else_case"):
+        child = getattr(node, attr, None)
+        if isinstance(child, tirx.Stmt):
+            _walk(child, visit)
+    if isinstance(node, tirx.Evaluate):
+        visit(node.value)
+
+
+def _launches(name: str, host, split) -> list[dict]:
+    """The kernel launches in a host function (lowered up to the host/device split): which
+    parameter (or function-local scratch buffer) each buffer argument is, the scalar arguments,
+    and the grid/workgroup extents."""
+    import tvm
+    from tvm import tirx
+
+    declared: list = []     # (buffer var, the expression its data is)
+    scratch: list = []      # (buffer var, bytes)
+    launches: list[dict] = []
+
+    def source_of(expr):
+        """A kernel argument `buffer_data(b)` followed through declarations to a parameter or scratch."""
+        while isinstance(expr, tvm.ir.expr.Call) and getattr(expr.op, "name", "") == "tirx.buffer_data":
+            var = expr.args[0]
+            for i, p in enumerate(host.params):
+                if p.same_as(var):
+                    return ["param", i]
+            for i, (b, _) in enumerate(scratch):
+                if b.same_as(var):
+                    return ["scratch", i]
+            found = [d for b, d in declared if b.same_as(var)]
+            if not found:
+                break
+            expr = found[0]
+        return None
+
+    def visit(node):
+        if isinstance(node, tirx.DeclBuffer) and getattr(node, "data", None) is not None:
+            declared.append((node.buffer, node.data))
+        if isinstance(node, tirx.AllocBuffer) and str(node.buffer.ty.storage_scope) in ("global", ""):
+            ty = node.buffer.ty
+            scratch.append((node.buffer, int(np.prod([int(d) for d in ty.shape])) * dtype_bytes(str(ty.dtype))))
+        if isinstance(node, tvm.ir.expr.Call) and getattr(node.op, "name", "") == "tirx.call_ffi_kernel":
+            kernel = str(node.args[0].value)
+            tags = [str(t) for t in getattr(node.attrs, "launch_params", None) or []]
+            args = list(node.args[1:])
+            values, extents = args[:len(args) - len(tags)], args[len(args) - len(tags):]
+            params = []
+            for v in values:
+                where = source_of(v)
+                if where is not None:
+                    params.append(where)
+                elif isinstance(v, (tirx.IntImm, tirx.FloatImm)):
+                    params.append(["scalar", str(v.dtype), v.value])
+                else:
+                    raise UnsupportedOpError(f"kernel {kernel} of {name}: argument {v} is not static; "
+                                             f"GPU plans need static shapes")
+            launch = {}
+            for tag, e in zip(tags, extents):
+                if tag not in _LAUNCH_TAGS:
+                    raise UnsupportedOpError(f"kernel {kernel} of {name}: launch parameter {tag!r} is not supported")
+                if not isinstance(e, tirx.IntImm):
+                    raise UnsupportedOpError(f"kernel {kernel} of {name}: {tag} extent {e} is not static")
+                launch[tag] = int(e.value)
+            launches.append({"name": kernel, "params": params, "launch": launch})
+
+    _walk(host.body, visit)
+    for k in launches:
+        k["scratch_bytes"] = [size for _, size in scratch]
+        k["device_params"] = len(split[k["name"]].params)
+    return launches
+
+
+_TYPE_BYTES = {"float": 4, "f32": 4, "int": 4, "i32": 4, "uint": 4, "u32": 4, "half": 2, "f16": 2,
+               "char": 1, "uchar": 1, "short": 2, "ushort": 2, "long": 8, "ulong": 8, "double": 8}
+_LOCAL = {
+    "opencl": re.compile(r"__local\s+(\w+?)(\d*)\s+\w+\[(\d+)\]"),
+    "metal": re.compile(r"threadgroup\s+(\w+?)(\d*)\s+\w+\[(\d+)\]"),
+    "webgpu": re.compile(r"var<workgroup>\s+\w+\s*:\s*array<(?:vec(\d)<)?(\w+?)>?,\s*(\d+)>"),
+}
+
+
+def local_memory_bytes(source: str, language: str) -> int:
+    """Bytes of workgroup-local memory a kernel source declares."""
+    total = 0
+    for m in _LOCAL[language].finditer(source):
+        if language == "webgpu":
+            lanes, ty, count = m.group(1), m.group(2), m.group(3)
+        else:
+            ty, lanes, count = m.group(1), m.group(2), m.group(3)
+        total += _TYPE_BYTES.get(ty, 4) * int(lanes or 1) * int(count)
+    return total
+
+
+def _violations(program: dict, limits: Limits, language: str) -> list[str]:
+    problems = []
+    for k in program["kernels"]:
+        dims = [k["launch"].get(f"threadIdx.{a}", 1) for a in "xyz"]
+        threads = int(np.prod(dims))
+        if threads > limits.max_workgroup_size:
+            problems.append(f"{k['name']}: workgroup of {threads} threads > {limits.max_workgroup_size}")
+        for axis, d, cap in zip("xyz", dims, limits.max_workgroup_dims):
+            if d > cap:
+                problems.append(f"{k['name']}: workgroup {axis} = {d} > {cap}")
+        if k["device_params"] > limits.max_kernel_args:
+            problems.append(f"{k['name']}: {k['device_params']} kernel arguments > {limits.max_kernel_args}")
+    local = local_memory_bytes(program["source"], language)
+    if local > limits.local_memory_bytes:
+        problems.append(f"local memory {local} B > {limits.local_memory_bytes} B")
+    if len(program["source"].encode()) > limits.max_program_bytes:
+        problems.append(f"program of {len(program['source'].encode())} B > {limits.max_program_bytes} B")
+    return problems
+
+
+# --- the Relax graph: tensors, calls, views, arena --------------------------------------------------------------
+
+class _Graph:
+    """main after fusion and scheduling, read as a list of kernel calls over named tensors."""
+
+    def __init__(self, main, num_inputs: int, input_names: list[str], weight_specs, output_names: list[str]):
+        from tvm import relax
+
+        self.tensors: dict[str, dict] = {}
+        self.calls: list[tuple[str, list[str]]] = []        # (function, [args..., outputs...])
+        self.constants: dict[str, np.ndarray] = {}
+        self._name: dict = {}
+        self._tuples: list = []
+        params = list(main.params)
+        for var, n in zip(params[:num_inputs], input_names):
+            self._add(var, n, {"storage": "input"})
+        for var, spec in zip(params[num_inputs:], weight_specs):
+            self._add(var, spec.name, {"storage": "weight"})
+        body = main.body
+        for block in body.blocks:
+            for binding in block.bindings:
+                self._binding(binding, relax)
+        result = body.body
+        outs = list(result.fields) if isinstance(result, relax.Tuple) else [result]
+        if len(outs) != len(output_names):
+            raise EdgegenError(f"main returns {len(outs)} tensors, the component names {len(output_names)} outputs")
+        self.outputs = []
+        for var, n in zip(outs, output_names):
+            self.outputs.append(self._ref(var, relax))
+            self.tensors[self.outputs[-1]]["output_name"] = n
+        self.inputs = input_names
+
+    def _add(self, var, name: str, entry: dict, ty=None) -> str:
+        ty = var.ty if ty is None else ty
+        shape = [int(d) for d in ty.shape.values]
+        dtype = str(ty.dtype)
+        self.tensors[name] = {"shape": shape, "dtype": dtype,
+                              "bytes": int(np.prod(shape, dtype=np.int64)) * dtype_bytes(dtype), **entry}
+        if var is not None:
+            self._name[var] = name
+        return name
+
+    def _ref(self, expr, relax) -> str:
+        import tvm
+
+        if isinstance(expr, tvm.ir.expr.Constant):
+            name = f"const.{len(self.constants)}"
+            value = expr.value.numpy()
+            value = value.reshape(1) if value.ndim == 0 else value    # the weights file has no 0-d tensors
+            self.constants[name] = value
+            self.tensors[name] = {"shape": list(value.shape), "dtype": str(value.dtype), "bytes": int(value.nbytes),
+                                  "storage": "weight"}
+            return name
+        if expr not in self._name:
+            raise UnsupportedOpError(f"the GPU plan cannot place {type(expr).__name__} {expr}")
+        return self._name[expr]
+
+    def _binding(self, binding, relax) -> None:
+        var, value = binding.var, binding.value
+        fresh = f"t{len(self.tensors)}"
+        if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.call_tir":
+            args = [self._ref(a, relax) for a in value.args[1].fields]
+            if isinstance(var.ty, relax.TupleType):     # several outputs (a split): one tensor each
+                outs = [self._add(None, f"{fresh}.{i}", {"storage": "arena"}, ty) for i, ty in enumerate(var.ty.fields)]
+                self._tuples.append((var, outs))
+            else:
+                outs = [self._add(var, fresh, {"storage": "arena"})]
+            self.calls.append((value.args[0].name_hint, args + outs))
+        elif isinstance(value, relax.TupleGetItem):
+            fields = [outs for v, outs in self._tuples if v.same_as(value.tuple_value)]
+            if not fields:
+                raise UnsupportedOpError(f"the GPU plan cannot take item {value.index} of {value.tuple_value}")
+            self._name[var] = fields[0][value.index]
+        elif isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.reshape":
+            self._add(var, fresh, {"storage": "view", "of": self._ref(value.args[0], relax)})
+        elif isinstance(value, relax.Var):
+            self._name[var] = self._ref(value, relax)
+        else:
+            op = getattr(getattr(value, "op", None), "name", type(value).__name__)
+            raise UnsupportedOpError(f"operator {op} is left in the graph after lowering; the GPU plan runs "
+                                     f"kernels only. Build for the cpu target, or replace the op in the model.")
+
+    def functions_called(self) -> list[str]:
+        return list(dict.fromkeys(f for f, _ in self.calls))
+
+    def _base(self, name: str) -> str:
+        while self.tensors[name]["storage"] == "view":
+            name = self.tensors[name]["of"]
+        return name
+
+    def plan(self, kernels_of: dict, language: str) -> dict:
+        launches, scratch_intervals = [], []
+        for call_index, (func, args) in enumerate(self.calls):
+            for k in kernels_of[func]:
+                tensors, scalars = [], []
+                for p in k["params"]:
+                    if p[0] == "param":
+                        tensors.append(args[p[1]])
+                    elif p[0] == "scratch":
+                        tensors.append(f"{func}.{call_index}.scratch{p[1]}")
+                    else:
+                        scalars.append({"dtype": p[1], "value": p[2]})
+                grid = [k["launch"].get(f"blockIdx.{a}", 1) for a in "xyz"]
+                block = [k["launch"].get(f"threadIdx.{a}", 1) for a in "xyz"]
+                launches.append({"program": func, "kernel": k["name"], "args": tensors, "scalars": scalars,
+                                 "grid": grid, "block": block, "call": call_index})
+            for i, size in enumerate(kernels_of[func][0]["scratch_bytes"] if kernels_of[func] else []):
+                name = f"{func}.{call_index}.scratch{i}"
+                self.tensors[name] = {"shape": [size], "dtype": "uint8", "bytes": size, "storage": "arena"}
+                scratch_intervals.append(name)
+        # lifetimes over launch indices; inputs from before the first, outputs past the last
+        first, last = {}, {}
+        for n in self.inputs:
+            first[n] = last[n] = -1
+        for i, launch in enumerate(launches):
+            for a in launch["args"]:
+                base = self._base(a)
+                first.setdefault(base, i)
+                last[base] = i
+        end = len(launches)
+        for o in self.outputs:
+            base = self._base(o)
+            first.setdefault(base, -1)
+            last[base] = end
+        intervals = [Interval(n, t["bytes"], first[n], last[n]) for n, t in self.tensors.items()
+                     if t["storage"] in ("arena", "input") and n in first]
+        offsets, arena = plan_arena(intervals)
+        unplaced = [n for n, t in self.tensors.items() if t["storage"] in ("arena", "input") and n not in offsets]
+        for n in unplaced:     # computed but never read: nothing to keep
+            del self.tensors[n]
+        tensors = {}
+        for n, t in self.tensors.items():
+            entry = {k: v for k, v in t.items() if k != "output_name"}
+            if t["storage"] in ("arena", "input"):
+                entry.update(storage="arena", offset=offsets[n])
+            tensors[n] = entry
+        naive = sum(t["bytes"] for t in self.tensors.values() if t["storage"] in ("arena", "input"))
+        return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "language": LANGUAGES[language],
+                "arena_bytes": arena, "arena_bytes_without_reuse": naive, "tensors": tensors,
+                "inputs": {n: n for n in self.inputs},
+                "outputs": {self.tensors[o]["output_name"]: o for o in self.outputs},
+                "launches": launches}

@@ -1,0 +1,79 @@
+"""What every launch-plan runtime (opencl, webgpu) shares: reading the plan, its programs and
+weights, checking inputs, and where each tensor's bytes are."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from edgegen.core import safetensors_io
+from edgegen.core.artifact import Artifact, Component
+from edgegen.core.errors import ArtifactError
+from edgegen.core.launch_plan import check_plan, resolve
+from edgegen.core.specs import check_inputs
+
+PROGRAM_MARK = "// edgegen-program: "
+
+
+def split_programs(text: str) -> dict[str, str]:
+    """The kernel source file, one entry per `// edgegen-program: <name>` section."""
+    programs: dict[str, str] = {}
+    name = None
+    lines: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith(PROGRAM_MARK):
+            if name is not None:
+                programs[name] = "".join(lines)
+            name, lines = line[len(PROGRAM_MARK):].strip(), []
+        else:
+            lines.append(line)
+    if name is not None:
+        programs[name] = "".join(lines)
+    return programs
+
+
+class PlanComponent:
+    """A component's plan, program sources and host-side weights, checked."""
+
+    def __init__(self, artifact: Artifact, component: Component):
+        self.component = component
+        where = f"component {component.name!r}"
+        try:
+            self.plan = json.loads(artifact.file(component.files["plan"]).read_text())
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{where}: its launch plan is missing or not JSON ({exc}); rebuild the artifact.") \
+                from exc
+        check_plan(self.plan, where)
+        self.programs = split_programs(artifact.file(component.files["kernels"]).read_text())
+        missing = [p for p in self.plan["programs"] if p not in self.programs]
+        if missing:
+            raise ArtifactError(f"{where}: kernel source lacks programs {missing[:3]}; rebuild the artifact.")
+        self.weights = safetensors_io.load(artifact.file(component.files["weights"]))
+        absent = [n for n, t in self.plan["tensors"].items() if t["storage"] == "weight" and n not in self.weights]
+        if absent:
+            raise ArtifactError(f"{where}: weights file lacks {absent[:3]}; rebuild the artifact.")
+
+    def arena_tensor(self, name: str) -> tuple[int, dict]:
+        """(byte offset in the arena, the tensor's entry) of an arena tensor or a view of one."""
+        _, entry = resolve(self.plan, name)
+        if entry["storage"] != "arena":
+            raise ArtifactError(f"tensor {name!r} is not in the arena")
+        return entry["offset"], self.plan["tensors"][name]
+
+    def inputs(self, inputs: dict) -> list[tuple[int, np.ndarray]]:
+        """(arena offset, contiguous array) for each input, checked against the component's specs."""
+        arrays = check_inputs(self.component.inputs, inputs, f"component {self.component.name!r}")
+        out = []
+        for spec, arr in zip(self.component.inputs, arrays):
+            offset, entry = self.arena_tensor(self.plan["inputs"][spec.name])
+            out.append((offset, np.ascontiguousarray(arr, dtype=entry["dtype"])))
+        return out
+
+    def outputs(self) -> list[tuple[str, int, dict]]:
+        return [(spec.name, *self.arena_tensor(self.plan["outputs"][spec.name])) for spec in self.component.outputs]
+
+
+def as_array(raw: bytes | memoryview, entry: dict) -> np.ndarray:
+    return np.frombuffer(bytes(raw), dtype=entry["dtype"], count=int(np.prod(entry["shape"], dtype=np.int64))) \
+        .reshape(entry["shape"]).copy()
