@@ -165,6 +165,8 @@ def make_fusion_pass(max_threads: int, local_memory_bytes: int, decisions: list)
     from tvm import relax
     from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
+    from .relax_util import quick_stack
+
     q, kt, v = wildcard(), wildcard(), wildcard()
     scores = is_op("relax.matmul")(q, kt)
     shaped = is_op("relax.reshape")(scores, wildcard()) | scores
@@ -200,7 +202,9 @@ def make_fusion_pass(max_threads: int, local_memory_bytes: int, decisions: list)
             decisions.append({**site, "kernel": "flash", "kv_tile": tile, "rows_per_workgroup": rows,
                               "reason": f"scores {score_bytes / 2**20:.1f} MiB ≥ {FLASH_MIN_SCORE_BYTES >> 20} MiB: "
                                         f"online softmax keeps them on chip"})
-            gv = builder.add_func(flash_func(bh, s, length, d, dv, rows, tile), f"{FLASH_PREFIX}_{len(decisions)}")
+            with quick_stack():     # parsed inside a Relax pass: see quick_stack
+                func = flash_func(bh, s, length, d, dv, rows, tile)
+            gv = builder.add_func(func, f"{FLASH_PREFIX}_{len(decisions)}")
             return relax.call_tir(gv, [matches[q], matches[kt], matches[v]], relax.TensorType((bh, s, dv), "float32"))
 
         for gv, func in list(mod.functions_items()):

@@ -28,9 +28,17 @@ def rules(fallback_only: bool = False) -> list:
 
 
 def apply_schedule(target, fallback_only: bool = False):
+    import importlib
+
     from tvm.s_tir import dlight as dl
 
-    del target
+    from .relax_util import quick_stack
+
+    if target.kind.name == "metal":
+        # dlight's Metal GEMM rule imports TVM's tensor intrinsics (hundreds of TVMScript functions)
+        # from inside the pass; imported here first, with cheap stack inspection, it takes seconds
+        with quick_stack():
+            importlib.import_module("tvm.s_tir.tensor_intrin")
     return dl.ApplyDefaultSchedule(*rules(fallback_only))
 
 
