@@ -143,7 +143,7 @@ def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict
     info = {"language": LANGUAGES[target.backend], "programs": len(plan["programs"]), "launches": len(plan["launches"]),
             "arena_bytes": plan["arena_bytes"], "arena_bytes_without_reuse": plan["arena_bytes_without_reuse"],
             "edgegen_kernels": gpu.edgegen_kernels(plan), "attention": built.attention,
-            "convolutions": built.convolutions, "compile_guard": built.guard,
+            "convolutions": built.convolutions, "feed_forward": built.feed_forward, "compile_guard": built.guard,
             "num_weights": sum(int(np.prod(s.shape)) for s in lowered.weight_specs)}
     from edgegen import runtimes
 

@@ -47,6 +47,7 @@ class GpuBuild:
     guard: list = field(default_factory=list)   # fallbacks the compile guard took, with reasons
     attention: list = field(default_factory=list)   # per attention call site: the kernel chosen and why
     convolutions: list = field(default_factory=list)   # per 3x3 convolution: Winograd or direct, and why
+    feed_forward: list = field(default_factory=list)   # per GEGLU projection split for the fused epilogue
     weights: dict = field(default_factory=dict)       # the weights the plan reads (Winograd ones transformed)
     weight_specs: list = field(default_factory=list)
 
@@ -95,18 +96,22 @@ def _bool_constants_as_int32():
 def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[str], tvm_target: dict,
                   limits: Limits, language: str, edgegen_kernels: bool = True) -> GpuBuild:
     """`edgegen_kernels=False` leaves out edgegen's kernels (Winograd, flash attention, fused
-    GroupNorm+SiLU): TVM's own fusion and dlight's schedules alone, the baseline they are
+    GroupNorm+SiLU, GEGLU epilogue): TVM's own fusion and dlight's schedules alone, the baseline they are
     measured against in benchmarks/kernels.py."""
     tvm = import_tvm_compiler()
     from tvm import relax
 
-    from edgegen.kernels import gpu_rules, winograd
+    from edgegen.kernels import geglu, gpu_rules, winograd
 
     target = tvm.target.Target(tvm_target, host=HOST)
     attention: list = []
     convolutions: list = []
     weights, specs = dict(lowered.weights), list(lowered.weight_specs)
-    module = winograd.rewrite(lowered.module, weights, specs, convolutions) if edgegen_kernels else lowered.module
+    feed_forward: list = []
+    module = lowered.module
+    if edgegen_kernels:     # rewrites that transform weights, once, here
+        module = winograd.rewrite(module, weights, specs, convolutions)
+        module = geglu.rewrite(module, weights, specs, feed_forward)
     with target:
         fused = tvm.transform.Sequential(relax_passes(target, limits, attention, edgegen_kernels))(module)
         unscheduled = fused.clone()
@@ -122,7 +127,7 @@ def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[s
     plan = graph.plan({n: p["kernels"] for n, p in programs.items()}, language)
     plan["programs"] = {n: {"kernels": [k["name"] for k in p["kernels"]]} for n, p in programs.items()}
     source = "".join(f"// edgegen-program: {n}\n{p['source']}\n" for n, p in programs.items())
-    return GpuBuild(plan, source, graph.constants, guard, attention, convolutions, weights, specs)
+    return GpuBuild(plan, source, graph.constants, guard, attention, convolutions, feed_forward, weights, specs)
 
 
 EXTENSIONS = {"opencl": "cl", "webgpu": "wgsl", "metal": "metal"}

@@ -159,6 +159,7 @@ def _print_gpu_info(info: dict) -> None:
     sites = Counter(f"attention {a['batch_heads']}x{a['queries']}x{a['keys']} d{a['head_dim']}: {a['kernel']} "
                     f"({a['reason']})" for a in info.get("attention", []))
     sites.update(f"3x3 conv: {c['kernel']} ({c['reason']})" for c in info.get("convolutions", []))
+    sites.update(f"feed-forward {f['width']}: {f['kernel']} ({f['reason']})" for f in info.get("feed_forward", []))
     for line, n in sites.items():
         print(f"      {line}" + (f"  x{n}" if n > 1 else ""))
     for g in info.get("compile_guard", []):

@@ -127,73 +127,41 @@ def rewrite(lowered_module, weights: dict, weight_specs: list, decisions: list):
     """Rewrite eligible conv2d calls on weight parameters of `main` into the Winograd form, with the
     weight replaced by U (computed here, once). Returns the new module; `weights` and
     `weight_specs` are updated in place; `decisions` receives one entry per 3x3 convolution."""
-    import tvm
     from tvm import relax
     from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
-    from edgegen.core.specs import TensorSpec
+    from .relax_util import WeightRewrite
 
-    mod = lowered_module.clone()
-    main = mod["main"]
-    weight_params = list(main.params[len(main.params) - len(weight_specs):])
-
-    def index_of(var):
-        return next((i for i, p in enumerate(weight_params) if p.same_as(var)), None)
-
-    uses: dict[int, int] = {}
-
-    def count(e):
-        i = index_of(e) if isinstance(e, relax.Var) else None
-        if i is not None:
-            uses[i] = uses.get(i, 0) + 1
-
-    relax.analysis.post_order_visit(main.body, count)
-    builder = relax.BlockBuilder(mod)
-    replaced: dict[int, relax.Var] = {}
+    rw = WeightRewrite(lowered_module, weights, weight_specs)
     decided: set[int] = set()
     x, wt = wildcard(), wildcard()
     conv = is_op("relax.nn.conv2d")(x, wt)
 
     def fn(expr, matches):
         weight = matches[wt]
-        index = index_of(weight) if isinstance(weight, relax.Var) else None
-        if index is None or index in replaced or index in decided:    # rewrite_call revisits what it kept
+        index = rw.index_of(weight)
+        if index is None or index in decided:    # rewrite_call revisits what it kept
             return expr
-        decided.add(index)
-        name = weight_specs[index].name
         shape = [int(d) for d in weight.ty.shape.values]
         data = [int(d) for d in matches[x].ty.shape.values]
         if len(shape) != 4 or shape[2:] != [3, 3]:
             return expr
+        decided.add(index)
         ok, reason = choose(shape, expr.attrs)
-        if ok and uses.get(index, 0) != 1:
+        if ok and rw.uses.get(index, 0) != 1:
             ok, reason = False, "the weight is shared with other operators"
-        decisions.append({"weight": name, "input": data, "out_channels": shape[0],
+        decisions.append({"weight": weight_specs[index].name, "input": data, "out_channels": shape[0],
                           "kernel": "winograd" if ok else "direct", "reason": reason})
         if not ok:
             return expr
         pad = [int(p) for p in expr.attrs.padding][:2]
         n, _, h, w = data
         oh, ow = h + 2 * pad[0] - 2, w + 2 * pad[1] - 2
-        u_var = relax.Var(f"{name}.winograd", relax.TensorType((16, shape[0], shape[1]), "float32"))
-        replaced[index] = u_var
-        vin = builder.add_func(input_transform(data, pad), f"{PREFIX}_input")
-        vout = builder.add_func(output_transform(shape[0], n, oh, ow), f"{PREFIX}_output")
+        [u] = rw.replace(index, [("winograd", transform_weight(weights[weight_specs[index].name]))])
+        vin = rw.builder.add_func(input_transform(data, pad), f"{PREFIX}_input")
+        vout = rw.builder.add_func(output_transform(shape[0], n, oh, ow), f"{PREFIX}_output")
         tiles = n * ((oh + 1) // 2) * ((ow + 1) // 2)
         v = relax.call_tir(vin, [matches[x]], relax.TensorType((16, shape[1], tiles), "float32"))
-        m = relax.op.matmul(u_var, v)
-        return relax.call_tir(vout, [m], relax.TensorType((n, shape[0], oh, ow), "float32"))
+        return relax.call_tir(vout, [relax.op.matmul(u, v)], relax.TensorType((n, shape[0], oh, ow), "float32"))
 
-    body = rewrite_call(conv, fn, main)
-    if not replaced:
-        return lowered_module
-    offset = len(main.params) - len(weight_specs)
-    params = list(main.params[:offset]) + [replaced.get(i, p) for i, p in enumerate(weight_params)]
-    builder.update_func(mod.get_global_var("main"),
-                        relax.Function(params, body.body, body.ret_ty, body.is_pure, body.attrs))
-    for i, u_var in replaced.items():
-        u = transform_weight(weights.pop(weight_specs[i].name))
-        weights[u_var.name] = u
-        weight_specs[i] = TensorSpec.of(u_var.name, u)
-    del tvm
-    return builder.get()
+    return rw.finish(rewrite_call(conv, fn, rw.main))

@@ -48,7 +48,9 @@ def test_tiny_sd_runs_end_to_end_through_the_plan_runtime(tiny_sd_dir, tmp_path,
     manifest = json.loads((tmp_path / target / "manifest.json").read_text())
     unet = manifest["components"]["unet"]
     assert unet["backend"] == ("opencl" if target == "adreno" else "webgpu")
-    assert unet["info"]["edgegen_kernels"]["edgegen.group_norm_silu"] > 0
+    kernels = unet["info"]["edgegen_kernels"]
+    assert kernels["edgegen.group_norm_silu"] > 0 and kernels["edgegen.winograd_conv2d"] > 0
+    assert kernels["edgegen.flash_attention"] > 0 and unet["info"]["feed_forward"]
     assert unet["info"]["arena_bytes"] < unet["info"]["arena_bytes_without_reuse"] / 2
     assert all(c["psnr_db"] >= 40 for c in report.components.values())
     result = _validate(tmp_path / target, tiny_sd_dir, steps=10)

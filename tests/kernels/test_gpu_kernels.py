@@ -277,3 +277,75 @@ def test_scratch_buffers_between_kernels_get_arena_space(tmp_path):
     assert len(scratch) == 1 and built.plan["tensors"][scratch[0]]["bytes"] == 400
     assert all(scratch[0] in launch["args"] for launch in built.plan["launches"])
     np.testing.assert_allclose(out, x[::-1] * 2 + 1)
+
+
+def _geglu_module(x_shape, w_shape):
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    w = relax.Var("w", relax.TensorType(w_shape, "float32"))
+    b = relax.Var("b", relax.TensorType((w_shape[0],), "float32"))
+    n = w_shape[0] // 2
+    with bb.function("main", [x, w, b]):
+        with bb.dataflow():
+            flat = bb.emit(relax.op.reshape(x, (x_shape[0] * x_shape[1], x_shape[2])))
+            y = bb.emit(relax.op.add(b, relax.op.matmul(flat, relax.op.permute_dims(w, [1, 0]))))
+            y = bb.emit(relax.op.reshape(y, (x_shape[0], x_shape[1], 2 * n)))
+            halves = bb.emit(relax.op.split(y, [n], axis=-1))
+            value = bb.emit(relax.TupleGetItem(halves, 0))
+            gate = bb.emit(relax.TupleGetItem(halves, 1))
+            out = bb.emit_output(relax.op.multiply(value, relax.op.nn.gelu(gate)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("target", [pytest.param("opencl", marks=pytest.mark.opencl),
+                                    pytest.param("webgpu", marks=pytest.mark.webgpu)])
+def test_geglu_epilogue_on_gpu_runtimes(tmp_path, target):
+    from edgegen.kernels.geglu import geglu
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 20, 24)).astype(np.float32)
+    w = (rng.standard_normal((64, 24)) / 5).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    built, out = run_through_plan(tmp_path, _geglu_module(x.shape, w.shape), {"x": x}, {"w": w, "b": b}, target)
+    assert [f["kernel"] for f in built.feed_forward] == ["geglu"]
+    assert set(built.weights) == {"w.value", "w.gate", "b.value", "b.gate"}
+    # two GEMM kernels; the gate one ends in GELU and the product: no 2N-wide tensor in the plan
+    gemms = [launch["program"] for launch in built.plan["launches"] if "matmul" in launch["program"]]
+    assert len(gemms) == 2 and any("multiply" in p for p in gemms)
+    assert all(t["shape"][-1] != 64 for n, t in built.plan["tensors"].items() if t["storage"] == "arena")
+    np.testing.assert_allclose(out, geglu(x, w, b), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["winograd", "geglu"])
+def test_build_time_weight_rewrites_on_the_cpu_target(case):
+    """Winograd and GEGLU change the graph and its weights; the rewritten graph compiled by the
+    CPU pipeline reproduces the original operator."""
+    import tvm
+    from tvm import relax
+
+    from edgegen.converters import lower
+    from edgegen.core.specs import TensorSpec
+    from edgegen.kernels import geglu, winograd
+
+    rng = np.random.default_rng(5)
+    if case == "winograd":
+        x = rng.standard_normal((1, 16, 9, 7)).astype(np.float32)
+        weights = {"w": (rng.standard_normal((8, 16, 3, 3)) / 16).astype(np.float32),
+                   "b": rng.standard_normal((1, 8, 1, 1)).astype(np.float32)}
+        module, expected = _conv_module(x.shape, weights["w"].shape), _direct_conv(x, weights["w"], 1) + weights["b"]
+    else:
+        x = rng.standard_normal((2, 6, 24)).astype(np.float32)
+        weights = {"w": (rng.standard_normal((32, 24)) / 5).astype(np.float32),
+                   "b": rng.standard_normal(32).astype(np.float32)}
+        module, expected = _geglu_module(x.shape, weights["w"].shape), geglu.geglu(x, weights["w"], weights["b"])
+    specs, decisions = [TensorSpec.of(n, a) for n, a in weights.items()], []
+    rewrite = winograd.rewrite if case == "winograd" else geglu.rewrite
+    module = rewrite(module, weights, specs, decisions)
+    assert decisions and decisions[0]["kernel"] == case
+    executable = lower.compile_module(module, lower.resolve_target({"kind": "llvm", "mcpu": "host"}))
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x), *(tvm.runtime.tensor(weights[s.name]) for s in specs)).numpy()
+    np.testing.assert_allclose(out, expected, atol=2e-4, rtol=1e-4)
