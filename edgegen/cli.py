@@ -40,15 +40,19 @@ def cmd_build(args) -> int:
         for name, info in report.components.items():
             q = info.get("quant")
             parity = "torch-side check" if "parity_scope" in info else "parity"
-            print(f"  {name:14s} {info['bytes'] / 1e6:8.2f} MB  {parity} {info['psnr_db']:.1f} dB"
+            measured = "not executed here" if info["psnr_db"] is None else f"{parity} {info['psnr_db']:.1f} dB"
+            print(f"  {name:14s} {info['bytes'] / 1e6:8.2f} MB  {measured}"
                   + (f"  {q['applied']} {q['bits_per_weight']:.2f} bits/weight" if q else "")
                   + (f" ({q['bits_per_weight_quantized']:.2f} in quantized layers)"
                      if q and q.get("bits_per_weight_quantized") else ""))
             if q and q.get("fallback_reason"):
                 arrow = f" -> {q['applied']}" if q["applied"] != q["scheme"] else ""
                 print(f"  {'':14s} {q['scheme']}{arrow}: {q['fallback_reason']}")
-        if any("parity_scope" in i for i in report.components.values()):
+        scopes = {i["parity_scope"] for i in report.components.values() if "parity_scope" in i}
+        if report.target == "coreml" and scopes:
             print("  (Core ML predictions need macOS: the check ran the converted modules' torch side)")
+        elif scopes:
+            print(f"  ({scopes.pop()})")
         if result:
             print(f"  final output vs {result['reference']}, {result['steps']} steps: "
                   f"{result['final_output_psnr_db']:.2f} dB (gate {result['gate_db']:.0f} dB)")

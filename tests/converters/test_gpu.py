@@ -151,3 +151,17 @@ def test_plan_over_the_device_buffer_limit_or_memory_budget_is_refused():
         check_memory(plan, DeviceProfile("small", memory_budget_bytes=4 * mib, max_buffer_bytes=4 * mib), "unet")
     with pytest.raises(ModelError, match=r"tensor w \[512, 1024\] needs 2 MiB, over .* 1 MiB buffer limit"):
         check_memory(plan, DeviceProfile("narrow", memory_budget_bytes=64 * mib, max_buffer_bytes=mib), "unet")
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.tvm
+def test_metal_build_through_the_cli_says_what_was_not_executed(digits_model_dir, tmp_path, capsys):
+    from edgegen.cli import main
+
+    assert main(["build", str(digits_model_dir), "--target", "metal", "--out", str(tmp_path / "metal"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "transformer" in out and "not executed here" in out and "macOS or iOS" in out
+    manifest = json.loads((tmp_path / "metal" / "manifest.json").read_text())
+    info = manifest["components"]["transformer"]["info"]
+    assert info["parity_psnr_db"] is None and info["language"] == "metal" and info["launches"] > 0
