@@ -20,7 +20,7 @@ import re
 import numpy as np
 
 from edgegen.core.artifact import Artifact, Component
-from edgegen.core.errors import BackendUnavailableError
+from edgegen.core.errors import ArtifactError, BackendUnavailableError
 from edgegen.core.launch_plan import resolve
 
 from .launch_plan import PlanComponent, as_array
@@ -78,23 +78,24 @@ class Session:
                 data = np.ascontiguousarray(pc.weights[n]).tobytes()
                 self._weights[n] = self.device.create_buffer_with_data(
                     data=data + b"\0" * (_pad(len(data)) - len(data)), usage=usage.STORAGE)
-        modules = {}
         pipelines = {}
         self._launches = []
         for launch in plan["launches"]:
             key = (launch["program"], launch["kernel"])
             if key not in pipelines:
                 source = kernel_sources(pc.programs[launch["program"]])[launch["kernel"]]
-                modules[key] = self.device.create_shader_module(code=source)
                 layout = self._layout(source)
                 pipelines[key] = (self.device.create_compute_pipeline(
                     layout=self.device.create_pipeline_layout(bind_group_layouts=[layout]),
-                    compute={"module": modules[key], "entry_point": launch["kernel"]}), layout)
+                    compute={"module": self.device.create_shader_module(code=source),
+                             "entry_point": launch["kernel"]}), layout)
             pipeline, layout = pipelines[key]
             gx, gy, gz = launch["grid"]
+            if gx > MAX_GROUPS and gz > 1:
+                raise ArtifactError(f"launch of {launch['kernel']}: a grid of {gx} x {gy} x {gz} cannot fold x into z")
             dispatch = (gx, gy, gz) if gx <= MAX_GROUPS else (MAX_GROUPS, gy, -(-gx // MAX_GROUPS))
-            pod = b"".join(np.dtype(s["dtype"]).type(s["value"]).astype(np.dtype(s["dtype"])).tobytes()
-                           for s in launch["scalars"]) + np.uint32(gx - 1).tobytes()
+            pod = b"".join(np.dtype(s["dtype"]).type(s["value"]).tobytes() for s in launch["scalars"]) \
+                + np.uint32(gx - 1).tobytes()
             uniform = self.device.create_buffer_with_data(data=pod + b"\0" * (_pad(len(pod), 16) - len(pod)),
                                                           usage=usage.UNIFORM)
             entries = [{"binding": i, "resource": self._binding(a)} for i, a in enumerate(launch["args"])]
