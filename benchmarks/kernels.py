@@ -6,13 +6,20 @@ Stable Diffusion 1.5 shapes, in one run:
   (edgegen.flash_attention; SD 1.5's self-attention at 512x512, levels 1-3);
 - 3x3 convolution 320->320 at 64x64 (edgegen.winograd_conv2d).
 
-    python benchmarks/kernels.py [--runs 5] [--only groupnorm,attention,conv] [--device opencl]
+    python benchmarks/kernels.py [--runs 5] [--only groupnorm,attention,conv] [--on cpu,opencl]
 
-Both TVM columns are the same launch-plan runtime on the same OpenCL device (here PoCL, which
-runs OpenCL on this machine's CPU cores): "edgegen" is the plan built with edgegen's kernels,
-"tvm default" the plan of TVM's own operator fusion and dlight GPU schedules. torch is its
-CPU eager kernel. Timings are the kernels alone (arena already filled). Each row also checks
-the edgegen kernel's output against torch. Writes benchmarks/results/kernels.json.
+Two tables, each against torch (CPU eager) in the same run:
+
+- `cpu`: the CPU target (TVM's llvm backend, this machine's CPU). "tvm default" is
+  `tvm.compile` with TVM's default pipeline; "edgegen loops" edgegen's CPU pipeline (its loop
+  rule and fast math) without the kernels; "edgegen kernels" the same pipeline with the kernels
+  substituted: Winograd, GroupNorm+SiLU, and the flash kernel's CPU form.
+- `opencl`: the GPU kernels, through the launch-plan runtime on an OpenCL device (here PoCL,
+  which runs OpenCL on the CPU cores): "edgegen" is the plan built with edgegen's kernels,
+  "tvm default" the plan of TVM's own operator fusion and dlight GPU schedules. Timings are the
+  kernels alone (arena already filled).
+
+Each row checks the outputs against torch. Writes benchmarks/results/kernels.json.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import time_call, write_json  # noqa: E402
+
+from edgegen.core.specs import TensorSpec  # noqa: E402
 
 HEADS = 8
 
@@ -113,7 +122,6 @@ def conv_case():
 def plan_row(module, arrays, weights, device: str, edgegen_kernels: bool, runs: int, workdir: Path):
     from edgegen.converters import gpu
     from edgegen.converters.lower import Lowered
-    from edgegen.core.specs import TensorSpec
     from edgegen.core.targets import get_target
 
     tgt = get_target(device)
@@ -131,6 +139,36 @@ def plan_row(module, arrays, weights, device: str, edgegen_kernels: bool, runs: 
             "attention": built.attention, "convolutions": built.convolutions}, out
 
 
+def cpu_target_row(module, arrays, weights, mode: str, runs: int):
+    """`module` compiled for this machine's CPU: "tvm" (TVM's default pipeline), "loops" (edgegen's
+    CPU pipeline) or "kernels" (edgegen's CPU pipeline after edgegen's kernels are substituted)."""
+    import tvm
+    from tvm import relax
+
+    from edgegen.converters import lower
+    from edgegen.kernels import attention, group_norm, winograd
+
+    target = lower.resolve_target({"kind": "llvm", "mcpu": "host"})
+    weights = dict(weights)
+    specs = [TensorSpec.of(n, a) for n, a in weights.items()]
+    decisions: list = []
+    if mode == "tvm":
+        executable = tvm.compile(module, target=tvm.target.Target(target))
+    else:
+        if mode == "kernels":
+            module = winograd.rewrite(module, weights, specs, decisions)
+            module = tvm.transform.Sequential([attention.make_pass(), attention.make_fusion_pass(0, 0, decisions, cpu=True),
+                                               group_norm.make_fusion_pass()])(module)
+        executable = lower.compile_module(module, target)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    args = [tvm.runtime.tensor(a) for a in arrays.values()] + [tvm.runtime.tensor(weights[s.name]) for s in specs]
+    out = vm["main"](*args).numpy()
+    return {**time_call(lambda: vm["main"](*args), warmup=1, runs=runs), "kernels": decisions}, out
+
+
+CPU_COLUMNS = (("tvm_default", "tvm"), ("edgegen_loops", "loops"), ("edgegen_kernels", "kernels"))
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -139,8 +177,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", default="groupnorm,attention,conv")
-    parser.add_argument("--device", default="opencl", choices=["opencl"])
+    parser.add_argument("--on", default="cpu,opencl", help="cpu (the llvm target), opencl (the GPU kernels on OpenCL)")
     args = parser.parse_args(argv)
+    on = args.on.split(",")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cases = []
     only = args.only.split(",")
@@ -151,26 +190,55 @@ def main(argv=None) -> int:
     if "conv" in only:
         cases.append(conv_case())
     rows = []
-    print(f"{'kernel':28s} {'torch ms':>9s} {'tvm default ms':>15s} {'edgegen ms':>11s} "
-          f"{'vs tvm':>7s} {'vs torch':>9s} {'arena MiB tvm/edgegen':>22s} {'PSNR':>7s}")
     for name, module, arrays, weights, torch_fn in cases:
         fn = torch_fn(torch)
         reference = fn().numpy()
-        t_torch = time_call(fn, warmup=1, runs=args.runs)
-        with tempfile.TemporaryDirectory() as tmp:
-            default, _ = plan_row(module, arrays, weights, args.device, False, args.runs, Path(tmp) / "default")
-            ours, out = plan_row(module, arrays, weights, args.device, True, args.runs, Path(tmp) / "edgegen")
-        quality = psnr(reference, out.reshape(reference.shape))
-        row = {"kernel": name, "torch": t_torch, "tvm_default": default, "edgegen": ours,
-               "edgegen_vs_tvm_default": ours["median_ms"] / default["median_ms"],
-               "edgegen_vs_torch": ours["median_ms"] / t_torch["median_ms"], "psnr_vs_torch_db": quality}
+        row = {"kernel": name, "torch": time_call(fn, warmup=1, runs=args.runs)}
+        if "cpu" in on:
+            cpu = row["cpu_target"] = {}
+            for key, mode in CPU_COLUMNS:
+                cpu[key], out = cpu_target_row(module, arrays, weights, mode, args.runs)
+                cpu[key]["psnr_vs_torch_db"] = psnr(reference, out.reshape(reference.shape))
+            cpu["kernels_vs_tvm_default"] = cpu["edgegen_kernels"]["median_ms"] / cpu["tvm_default"]["median_ms"]
+            cpu["kernels_vs_loops"] = cpu["edgegen_kernels"]["median_ms"] / cpu["edgegen_loops"]["median_ms"]
+            cpu["kernels_vs_torch"] = cpu["edgegen_kernels"]["median_ms"] / row["torch"]["median_ms"]
+        if "opencl" in on:
+            with tempfile.TemporaryDirectory() as tmp:
+                default, _ = plan_row(module, arrays, weights, "opencl", False, args.runs, Path(tmp) / "default")
+                ours, out = plan_row(module, arrays, weights, "opencl", True, args.runs, Path(tmp) / "edgegen")
+            row["opencl"] = {"tvm_default": default, "edgegen": ours,
+                             "edgegen_vs_tvm_default": ours["median_ms"] / default["median_ms"],
+                             "edgegen_vs_torch": ours["median_ms"] / row["torch"]["median_ms"],
+                             "psnr_vs_torch_db": psnr(reference, out.reshape(reference.shape))}
         rows.append(row)
-        arenas = f"{default['arena_bytes'] / 2**20:.1f} / {ours['arena_bytes'] / 2**20:.1f}"
-        print(f"{name:28s} {t_torch['median_ms']:9.2f} {default['median_ms']:15.2f} {ours['median_ms']:11.2f} "
-              f"{row['edgegen_vs_tvm_default']:6.2f}x {row['edgegen_vs_torch']:8.2f}x {arenas:>22s} {quality:7.1f}")
-    from edgegen.runtimes.opencl import pick_device
+    if "cpu" in on:
+        print("CPU target (llvm), ms; ratios are edgegen kernels' time over the other's")
+        print(f"{'kernel':28s} {'torch':>9s} {'tvm default':>12s} {'edgegen loops':>14s} {'edgegen kernels':>16s} "
+              f"{'vs tvm':>7s} {'vs loops':>9s} {'vs torch':>9s} {'PSNR':>7s}")
+        for row in rows:
+            cpu = row["cpu_target"]
+            print(f"{row['kernel']:28s} {row['torch']['median_ms']:9.2f} {cpu['tvm_default']['median_ms']:12.2f} "
+                  f"{cpu['edgegen_loops']['median_ms']:14.2f} {cpu['edgegen_kernels']['median_ms']:16.2f} "
+                  f"{cpu['kernels_vs_tvm_default']:6.2f}x {cpu['kernels_vs_loops']:8.2f}x {cpu['kernels_vs_torch']:8.2f}x "
+                  f"{cpu['edgegen_kernels']['psnr_vs_torch_db']:7.1f}")
+    if "opencl" in on:
+        print("GPU kernels on OpenCL, ms; ratios are edgegen's time over the other's")
+        print(f"{'kernel':28s} {'torch':>9s} {'tvm default':>12s} {'edgegen':>9s} "
+              f"{'vs tvm':>7s} {'vs torch':>9s} {'arena MiB tvm/edgegen':>22s} {'PSNR':>7s}")
+        for row in rows:
+            gpu = row["opencl"]
+            arenas = f"{gpu['tvm_default']['arena_bytes'] / 2**20:.1f} / {gpu['edgegen']['arena_bytes'] / 2**20:.1f}"
+            print(f"{row['kernel']:28s} {row['torch']['median_ms']:9.2f} {gpu['tvm_default']['median_ms']:12.2f} "
+                  f"{gpu['edgegen']['median_ms']:9.2f} {gpu['edgegen_vs_tvm_default']:6.2f}x "
+                  f"{gpu['edgegen_vs_torch']:8.2f}x {arenas:>22s} {gpu['psnr_vs_torch_db']:7.1f}")
+    from edgegen.converters.lower import resolve_target
 
-    path = write_json("kernels", {"device": pick_device().name, "runs": args.runs, "rows": rows,
+    device = {"cpu": resolve_target({"kind": "llvm", "mcpu": "host"})["mcpu"]}
+    if "opencl" in on:
+        from edgegen.runtimes.opencl import pick_device
+
+        device["opencl"] = pick_device().name
+    path = write_json("kernels", {"device": device, "runs": args.runs, "rows": rows,
                                   "note": "ratios are time / time: below 1 means edgegen is faster"})
     print(f"wrote {path}")
     return 0

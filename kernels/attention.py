@@ -157,10 +157,71 @@ def flash_func(bh: int, s: int, length: int, d: int, dv: int, rows: int, tile: i
     return main
 
 
-def make_fusion_pass(max_threads: int, local_memory_bytes: int, decisions: list):
+def flash_func_cpu(bh: int, s: int, length: int, d: int, dv: int, tile: int = MAX_KV_TILE):
+    """The flash kernel's form for a CPU (TVM's llvm target): the same online softmax over key
+    tiles, with the (batch·head, query) rows spread over threads instead of GPU workgroups. A
+    row's scores for one tile are accumulated over the head dimension with the keys innermost
+    (kᵀ is key-contiguous), its output over the tile's keys with the value dimension innermost:
+    both inner loops are contiguous vector loads. The last, partial tile is a second expansion of
+    the same macro, so no load needs a clamped index. No tile is staged: the cache holds it."""
+    from tvm.script import tirx as T
+
+    full, tail = divmod(length, tile)
+    neg_inf = -3.4028234663852886e38
+
+    @T.macro(hygienic=False)
+    def keys(start, n, d, dv):      # keys start .. start + n into row r's running state
+        for k in T.vectorized(n):
+            score[k] = T.float32(0)
+        for j in T.serial(d):
+            for k in T.vectorized(n):
+                score[k] = score[k] + q[b, r, j] * kt[b, j, start + k]
+        state[2] = state[0]
+        for k in T.serial(n):
+            state[2] = T.max(state[2], score[k])
+        for k in T.serial(n):
+            score[k] = T.exp(score[k] - state[2])
+        state[1] = state[1] * T.exp(state[0] - state[2])
+        for j in T.vectorized(dv):
+            acc[j] = acc[j] * T.exp(state[0] - state[2])
+        for k in T.serial(n):
+            state[1] = state[1] + score[k]
+            for j in T.vectorized(dv):
+                acc[j] = acc[j] + score[k] * v[b, start + k, j]
+        state[0] = state[2]
+
+    @T.prim_func(s_tir=True)
+    def main(q: T.Buffer((bh, s, d), "float32"), kt: T.Buffer((bh, d, length), "float32"),
+             v: T.Buffer((bh, length, dv), "float32"), o: T.Buffer((bh, s, dv), "float32")):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True, "edgegen.kernel": FLASH, "op_pattern": 8})
+        for lr in T.parallel(bh * s):
+            with T.sblock("flash"):
+                br = T.axis.spatial(bh * s, lr)
+                T.reads()
+                T.writes()
+                acc = T.sblock_alloc_buffer((dv,), "float32", scope="local")
+                score = T.sblock_alloc_buffer((tile,), "float32", scope="local")
+                state = T.sblock_alloc_buffer((3,), "float32", scope="local")   # max, sum, new max
+                b: T.let[T.int32] = br // s
+                r: T.let[T.int32] = br % s
+                for j in T.vectorized(dv):
+                    acc[j] = T.float32(0)
+                state[0] = T.float32(neg_inf)
+                state[1] = T.float32(0)
+                for kv in T.serial(full):
+                    keys(kv * tile, tile, d, dv)
+                if tail > 0:
+                    keys(full * tile, tail, d, dv)
+                for j in T.vectorized(dv):
+                    o[b, r, j] = acc[j] / state[1]
+
+    return main
+
+def make_fusion_pass(max_threads: int, local_memory_bytes: int, decisions: list, cpu: bool = False):
     """Replace softmax(q·kt)·v (torch's decomposed scaled_dot_product_attention, with or without
     the reshapes around the softmax) by the flash kernel where the scores are big; append one
-    decision per call site to `decisions`: shapes, the variant chosen and why."""
+    decision per call site to `decisions`: shapes, the variant chosen and why. `cpu` substitutes
+    the kernel's CPU form (`flash_func_cpu`; the workgroup limits are then unused)."""
     import tvm
     from tvm import relax
     from tvm.relax.dpl import is_op, rewrite_call, wildcard
@@ -197,14 +258,15 @@ def make_fusion_pass(max_threads: int, local_memory_bytes: int, decisions: list)
                                             f"GEMM, fused softmax, GEMM (dlight's tiled GEMMs)"})
                 kept.append(expr)
                 return expr
-            tile = kv_tile(d, dv, local_memory_bytes)
-            rows = min(max_threads, 64)
+            tile = MAX_KV_TILE if cpu else kv_tile(d, dv, local_memory_bytes)
+            rows = None if cpu else min(max_threads, 64)
             decisions.append({**site, "kernel": "flash", "kv_tile": tile, "rows_per_workgroup": rows,
                               "reason": f"scores {score_bytes / 2**20:.1f} MiB ≥ {FLASH_MIN_SCORE_BYTES >> 20} MiB: "
                                         f"online softmax keeps them on chip"})
             with quick_stack():     # parsed inside a Relax pass: see quick_stack
-                func = flash_func(bh, s, length, d, dv, rows, tile)
-            gv = builder.add_func(func, f"{FLASH_PREFIX}_{len(decisions)}")
+                func = flash_func_cpu(bh, s, length, d, dv, tile) if cpu else flash_func(bh, s, length, d, dv, rows, tile)
+            name = f"{FLASH_PREFIX}_{len(decisions)}"
+            gv = builder.add_func(func.with_attr("global_symbol", name), name)
             return relax.call_tir(gv, [matches[q], matches[kt], matches[v]], relax.TensorType((bh, s, dv), "float32"))
 
         for gv, func in list(mod.functions_items()):

@@ -192,6 +192,28 @@ def test_attention_kernels_on_gpu_runtimes(tmp_path, monkeypatch, target, varian
     np.testing.assert_allclose(out, attn.attention(q, kt, v), atol=1e-5, rtol=1e-4)
 
 
+
+@pytest.mark.parametrize("length", [77, 64])
+def test_flash_attention_kernel_on_cpu_target(monkeypatch, length):
+    """The flash kernel's CPU form, substituted by the same fusion pass and compiled by edgegen's
+    CPU pipeline; 77 keys end in a partial tile, 64 do not."""
+    import tvm
+    from tvm import relax
+
+    from edgegen.converters import lower
+    from edgegen.kernels import attention as attn
+
+    bh, s, d = 4, 100, 40
+    monkeypatch.setattr(attn, "FLASH_MIN_SCORE_BYTES", 0)
+    rng = np.random.default_rng(1)
+    q, kt, v = (rng.standard_normal(shape).astype(np.float32) for shape in ((bh, s, d), (bh, d, length), (bh, length, d)))
+    decisions: list = []
+    module = attn.make_fusion_pass(0, 0, decisions, cpu=True)(_attention_module(bh, s, length, d))
+    assert [(a["kernel"], a["rows_per_workgroup"]) for a in decisions] == [("flash", None)]
+    executable = lower.compile_module(module, lower.resolve_target({"kind": "llvm", "mcpu": "host"}))
+    out = relax.VirtualMachine(executable, tvm.cpu())["main"](*(tvm.runtime.tensor(a) for a in (q, kt, v))).numpy()
+    np.testing.assert_allclose(out, attn.attention(q, kt, v), atol=1e-5, rtol=1e-4)
+
 def _direct_conv(x, w, pad):
     n, c, h, wd = x.shape
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
