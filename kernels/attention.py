@@ -217,6 +217,7 @@ def flash_func_cpu(bh: int, s: int, length: int, d: int, dv: int, tile: int = MA
 
     return main
 
+
 def make_fusion_pass(max_threads: int, local_memory_bytes: int, decisions: list, cpu: bool = False):
     """Replace softmax(q·kt)·v (torch's decomposed scaled_dot_product_attention, with or without
     the reshapes around the softmax) by the flash kernel where the scores are big; append one
@@ -262,7 +263,7 @@ def make_fusion_pass(max_threads: int, local_memory_bytes: int, decisions: list,
             rows = None if cpu else min(max_threads, 64)
             decisions.append({**site, "kernel": "flash", "kv_tile": tile, "rows_per_workgroup": rows,
                               "reason": f"scores {score_bytes / 2**20:.1f} MiB ≥ {FLASH_MIN_SCORE_BYTES >> 20} MiB: "
-                                        f"online softmax keeps them on chip"})
+                                        f"online softmax never writes them to memory"})
             with quick_stack():     # parsed inside a Relax pass: see quick_stack
                 func = flash_func_cpu(bh, s, length, d, dv, tile) if cpu else flash_func(bh, s, length, d, dv, rows, tile)
             name = f"{FLASH_PREFIX}_{len(decisions)}"

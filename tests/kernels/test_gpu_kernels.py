@@ -192,7 +192,6 @@ def test_attention_kernels_on_gpu_runtimes(tmp_path, monkeypatch, target, varian
     np.testing.assert_allclose(out, attn.attention(q, kt, v), atol=1e-5, rtol=1e-4)
 
 
-
 @pytest.mark.parametrize("length", [77, 64])
 def test_flash_attention_kernel_on_cpu_target(monkeypatch, length):
     """The flash kernel's CPU form, substituted by the same fusion pass and compiled by edgegen's
@@ -213,6 +212,7 @@ def test_flash_attention_kernel_on_cpu_target(monkeypatch, length):
     executable = lower.compile_module(module, lower.resolve_target({"kind": "llvm", "mcpu": "host"}))
     out = relax.VirtualMachine(executable, tvm.cpu())["main"](*(tvm.runtime.tensor(a) for a in (q, kt, v))).numpy()
     np.testing.assert_allclose(out, attn.attention(q, kt, v), atol=1e-5, rtol=1e-4)
+
 
 def _direct_conv(x, w, pad):
     n, c, h, wd = x.shape
