@@ -180,6 +180,8 @@ def main(argv=None) -> int:
     parser.add_argument("--on", default="cpu,opencl", help="cpu (the llvm target), opencl (the GPU kernels on OpenCL)")
     args = parser.parse_args(argv)
     on = args.on.split(",")
+    if not on or set(on) - {"cpu", "opencl"}:
+        parser.error(f"--on takes cpu, opencl or both (comma-separated), not {args.on!r}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cases = []
     only = args.only.split(",")
