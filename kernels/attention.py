@@ -66,6 +66,7 @@ FLASH_PREFIX = "edgegen_flash_attention"
 # dlight tiles the GEMMs), where the scores fit in the GPU's caches.
 FLASH_MIN_SCORE_BYTES = 1 << 20
 MAX_KV_TILE = 32
+NEG_INF = -3.4028234663852886e38      # float32's lowest: a running maximum's start
 
 
 def attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -94,7 +95,6 @@ def flash_func(bh: int, s: int, length: int, d: int, dv: int, rows: int, tile: i
     kv_tiles = (length + tile - 1) // tile
     k_loads = (tile * d + rows - 1) // rows
     v_loads = (tile * dv + rows - 1) // rows
-    neg_inf = -3.4028234663852886e38
 
     @T.prim_func(s_tir=True)
     def main(q: T.Buffer((bh, s, d), "float32"), kt: T.Buffer((bh, d, length), "float32"),
@@ -118,7 +118,7 @@ def flash_func(bh: int, s: int, length: int, d: int, dv: int, rows: int, tile: i
                             q_row[j] = q[b, row, j]
                         for j in T.serial(dv):
                             acc[j] = T.float32(0)
-                        state[0] = T.float32(neg_inf)
+                        state[0] = T.float32(NEG_INF)
                         state[1] = T.float32(0)
                         for kv in T.serial(kv_tiles):
                             T.tvm_storage_sync("shared")
@@ -139,7 +139,7 @@ def flash_func(bh: int, s: int, length: int, d: int, dv: int, rows: int, tile: i
                                 for j in T.serial(d):
                                     score[k] = score[k] + q_row[j] * k_tile[k, j]
                                 if kv * tile + k >= length:
-                                    score[k] = T.float32(neg_inf)
+                                    score[k] = T.float32(NEG_INF)
                                 state[2] = T.max(state[2], score[k])
                             state[1] = state[1] * T.exp(state[0] - state[2])
                             for j in T.serial(dv):
@@ -167,7 +167,6 @@ def flash_func_cpu(bh: int, s: int, length: int, d: int, dv: int, tile: int = MA
     from tvm.script import tirx as T
 
     full, tail = divmod(length, tile)
-    neg_inf = -3.4028234663852886e38
 
     @T.macro(hygienic=False)
     def keys(start, n, d, dv):      # keys start .. start + n into row r's running state
@@ -206,7 +205,7 @@ def flash_func_cpu(bh: int, s: int, length: int, d: int, dv: int, tile: int = MA
                 r: T.let[T.int32] = br % s
                 for j in T.vectorized(dv):
                     acc[j] = T.float32(0)
-                state[0] = T.float32(neg_inf)
+                state[0] = T.float32(NEG_INF)
                 state[1] = T.float32(0)
                 for kv in T.serial(full):
                     keys(kv * tile, tile, d, dv)
