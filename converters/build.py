@@ -32,6 +32,9 @@ COMPONENT_PSNR_DB = 40.0
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 # mixed:<dB> aims this far above its target on the calibration runs: other prompts and seeds vary
 MIXED_MARGIN_DB = 1.5
+# mixed:<dB> measures each layer's sensitivity with the component compiled for the build machine's CPU,
+# so a GPU build searches without a GPU
+MIXED_SEARCH_TARGET = {"kind": "llvm"}
 FAMILIES = {cls: family for family in (sd, dit) for cls in family.PIPELINE_CLASSES}
 
 
@@ -123,32 +126,52 @@ def _end_output(end_output, component: str):
     return run
 
 
-def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict, stages: _Stages, scheme):
-    """Kernel sources and a launch plan for a GPU target; the build runs them on this machine's
-    OpenCL or WebGPU device where there is one (PoCL, lavapipe) for the parity gate. Returns
-    (files, weight specs, info, outputs on the example inputs or None where nothing can run them)."""
+def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict, stages: _Stages, scheme,
+              calibration: list | None, end: tuple | None, execute: bool = True):
+    """Kernel sources and a launch plan for a GPU target, with the weights `scheme` names packed and
+    decoded inside the kernels that read them (mixed:<dB> searched on the CPU); the build runs them
+    on this machine's OpenCL or WebGPU device where there is one (PoCL, lavapipe) for the parity
+    gate. Returns (files, weight specs, info, outputs on the example inputs or None where nothing
+    can run them)."""
     from edgegen.core.launch_plan import LANGUAGES
 
     from . import gpu
 
-    del scheme     # refused in build(): GPU targets build float32 kernels
     exported = stages.run(f"{name}: capture (torch.export)", capture.export, cap)
     lowered = stages.run(f"{name}: import to TVM Relax", lower.to_relax, exported, len(cap.inputs),
                          f"component {name!r}")
+    choices, quant = None, None
+    if scheme is not None:
+        layers, choices, quant = stages.run(f"{name}: choose the weights to pack ({scheme.name})", quantize.choose,
+                                            lowered, scheme, MIXED_SEARCH_TARGET, calibration, stages.log,
+                                            *(end or (None, None)))
     built = stages.run(f"{name}: compile kernels for {target.name} + launch plan", gpu.lower_to_plan, lowered,
-                       list(cap.inputs), cap.outputs, tvm_target, gpu.limits_of(target.profile), target.backend)
+                       list(cap.inputs), cap.outputs, tvm_target, gpu.limits_of(target.profile), target.backend,
+                       quant=choices)
     gpu.check_memory(built.plan, target.profile, f"component {name!r}")
     files = gpu.write_files(built, writer.tmp, name, target.backend)
     plan = built.plan
+    elements = sum(int(np.prod(s.shape)) for s in lowered.weight_specs)
+    stored = {**built.weights, **built.constants}
     info = {"language": LANGUAGES[target.backend], "programs": len(plan["programs"]), "launches": len(plan["launches"]),
             "arena_bytes": plan["arena_bytes"], "arena_bytes_without_reuse": plan["arena_bytes_without_reuse"],
+            "weight_bytes": int(sum(a.nbytes for a in stored.values())),
+            "bits_per_weight": round(8 * sum(a.nbytes for a in built.weights.values()) / max(elements, 1), 3),
+            "precision": {"weights": scheme.name if scheme is not None else "fp32", "activations": "fp32",
+                          "arithmetic": "fp32"},
             "edgegen_kernels": gpu.edgegen_kernels(plan), "attention": built.attention,
             "convolutions": built.convolutions, "feed_forward": built.feed_forward, "compile_guard": built.guard,
-            "num_weights": sum(int(np.prod(s.shape)) for s in lowered.weight_specs)}
+            "num_weights": elements, "kernels": built.kernels}
+    if quant is not None:
+        sizes = {lay.weight: lay.elements for lay in layers}
+        report = {w: {**e, "bits_per_weight": round(8 * e["bytes"] / sizes[w], 3)} for w, e in built.quant.items()}
+        info["quant"] = quantize.summarize(quant, layers, lowered.weight_specs, built.weights, report)
     from edgegen import runtimes
 
     try:
         runtimes.get_backend(target.backend)
+        if not execute:
+            raise BackendUnavailableError("the build was asked not to execute them (execute=False)")
     except BackendUnavailableError as exc:     # no such device here: the kernels are guarded, not executed
         info["parity_scope"] = f"kernels generated and guarded, not executed: {exc}"
         return files, gpu.weight_specs(built), info, None
@@ -246,7 +269,9 @@ def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, t
     elif target.backend == "coreml":
         files, weight_specs, info, actual, swift = _emit_coreml(writer, name, cap, stages, scheme, options)
     elif target.backend in GPU_BACKENDS:
-        files, weight_specs, info, actual = _emit_gpu(writer, name, cap, target, tvm_target, stages, scheme)
+        files, weight_specs, info, actual = _emit_gpu(writer, name, cap, target, tvm_target, stages, scheme,
+                                                      calibration, options.get("end", {}).get(name),
+                                                      options["execute"])
     else:
         files, weight_specs, info, actual = _emit_tvm(writer, name, cap, target, tvm_target, stages, scheme,
                                                       calibration, options.get("end", {}).get(name))
@@ -275,19 +300,21 @@ def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, t
 def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: int | None = None,
           width: int | None = None, batch: int | None = None, overwrite: bool = False, progress=None,
           parity_db: float = COMPONENT_PSNR_DB, quant: str | None = None, attention: str = "original",
-          minimum_ios: int = 16, chunk_mb: float | None = 1000.0) -> BuildReport:
+          minimum_ios: int = 16, chunk_mb: float | None = 1000.0, execute: bool = True) -> BuildReport:
     """Build a diffusers pipeline folder into an artifact at `out`.
 
     quant: a scheme of edgegen.core.quant (onnx and coreml targets map it onto their tools).
     attention, minimum_ios, chunk_mb: Core ML only: "split-einsum" rewrites attention for the
     Neural Engine; the deployment target; the UNet is cut in two when its weights exceed chunk_mb
-    (None: never)."""
+    (None: never). execute=False: GPU kernels are generated and guarded but not run on this machine's
+    device (benchmarks of shapes too big for PoCL); their parity is then recorded as not measured."""
     t_start = time.perf_counter()
     tgt = get_target(target)
     scheme = parse_scheme(quant) if quant else None
-    if scheme is not None and tgt.backend in GPU_BACKENDS:
-        raise ValueError(f"--quant on the {tgt.name} target: the GPU targets build float32 kernels for now; "
-                         f"quantize for cpu, onnx or coreml.")
+    if scheme is not None and scheme.activations and tgt.backend in GPU_BACKENDS:
+        raise ValueError(f"--quant {scheme.name} on the {tgt.name} target: the GPU plans decode packed weights "
+                         f"into float kernels and have no int8-activation kernels (int8 dot products); use w8, "
+                         f"which stores the same int8 weights.")
     if attention not in ("original", "split-einsum"):
         raise ValueError(f"attention must be 'original' or 'split-einsum', got {attention!r}")
     if tgt.backend == "coreml":
@@ -300,7 +327,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     if family is None:
         raise ModelError(f"{model_dir}: pipeline class {index.get('_class_name')!r} is not supported; "
                          f"edgegen builds {sorted(FAMILIES)}.")
-    options = {"attention": attention, "minimum_ios": minimum_ios, "chunk_mb": chunk_mb,
+    options = {"attention": attention, "minimum_ios": minimum_ios, "chunk_mb": chunk_mb, "execute": execute,
                "folder": "Resources" if family is sd else "coreml"}
     stages = _Stages(progress)
     with ArtifactWriter(out, overwrite=overwrite) as writer:
@@ -312,8 +339,9 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
                        family.OPTIMUM_TASK)
         tvm_target = lower.resolve_target(tgt.tvm_target) if tgt.tvm_target else {}
         calibration = {}
-        # calibration where it is used: w8a8 on onnx and cpu, mixed:<dB> on cpu (coreml maps both to weight-only)
-        tvm = tgt.backend == "tvm_vm"
+        # calibration where it is used: w8a8 on onnx and cpu, mixed:<dB> on cpu and the GPU targets (coreml
+        # maps both to weight-only)
+        tvm = tgt.backend == "tvm_vm" or tgt.backend in GPU_BACKENDS
         if scheme is not None and plan.calibrate is not None and (
                 (scheme.activations and tgt.backend != "coreml") or (scheme.kind == "mixed" and tvm)):
             calibration = stages.run("calibrate: real runs of the source pipeline", plan.calibrate)

@@ -21,6 +21,7 @@ import numpy as np
 from edgegen.core.errors import EdgegenError, UnsupportedOpError
 from edgegen.core.launch_plan import dtype_bytes
 
+from . import lower
 from .lower import Lowered, import_tvm_compiler
 from .plan_graph import PlanGraph
 
@@ -50,6 +51,8 @@ class GpuBuild:
     feed_forward: list = field(default_factory=list)   # per GEGLU projection split for the fused epilogue
     weights: dict = field(default_factory=dict)       # the weights the plan reads (Winograd ones transformed)
     weight_specs: list = field(default_factory=list)
+    quant: dict = field(default_factory=dict)         # per packed weight (named as the float32 graph's): how stored
+    kernels: list = field(default_factory=list)       # lower.kernel_table of the fused kernels the plan launches
 
 
 def limits_of(profile) -> Limits:
@@ -59,15 +62,17 @@ def limits_of(profile) -> Limits:
 
 def relax_passes(target, limits: Limits, decisions: list, edgegen_kernels: bool = True) -> list:
     """Relax passes for a GPU target up to scheduling: edgegen's graph rewrites into its kernels
-    (`decisions` receives the attention choices), legalization and TVM's operator fusion."""
+    (`decisions` receives the attention choices), each packed weight's decode fused into the GEMM or
+    convolution that reads it, legalization and TVM's operator fusion."""
     from tvm import relax
     from tvm.relax.backend.gpu_generic import pipeline as gpu
 
-    from edgegen.kernels import gelu, gpu_rules
+    from edgegen.kernels import dequant, gelu, gpu_rules
 
     threads = min(limits.max_workgroup_size, int(target.attrs.get("max_num_threads", 256)))
     local = min(limits.local_memory_bytes, int(target.attrs.get("max_shared_memory_per_block", 16384)))
-    fusion = [gelu.make_pass(), *(gpu_rules.fusion_passes(threads, local, decisions) if edgegen_kernels else [])]
+    fusion = [gelu.make_pass(), *(gpu_rules.fusion_passes(threads, local, decisions) if edgegen_kernels else []),
+              dequant.make_fusion_pass()]
     # folding makes boolean constants (masks), which are then rewritten and their casts legalized
     legalize = [relax.transform.LegalizeOps(), relax.transform.FoldConstant(), _bool_constants_as_int32(),
                 relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
@@ -94,10 +99,12 @@ def _bool_constants_as_int32():
 
 
 def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[str], tvm_target: dict,
-                  limits: Limits, language: str, edgegen_kernels: bool = True) -> GpuBuild:
+                  limits: Limits, language: str, edgegen_kernels: bool = True, quant: dict | None = None) -> GpuBuild:
     """`edgegen_kernels=False` leaves out edgegen's kernels (Winograd, flash attention, fused
     GroupNorm+SiLU, GEGLU epilogue): TVM's own fusion and dlight's schedules alone, the baseline they are
-    measured against in benchmarks/kernels.py."""
+    measured against in benchmarks/kernels.py. `quant` (weight -> Scheme, named as in `lowered`)
+    packs those weights, after the weight rewrites (a Winograd weight is packed in its transformed
+    form, a GEGLU projection as its two halves); the kernels that read them decode them in-kernel."""
     tvm = import_tvm_compiler()
     from tvm import relax
 
@@ -112,9 +119,13 @@ def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[s
     if edgegen_kernels:     # rewrites that transform weights, once, here
         module = winograd.rewrite(module, weights, specs, convolutions)
         module = geglu.rewrite(module, weights, specs, feed_forward)
+    packed: dict = {}
+    if quant:
+        module, specs, weights, packed = _pack(Lowered(module, specs, weights), quant)
     with target:
         fused = tvm.transform.Sequential(relax_passes(target, limits, attention, edgegen_kernels))(module)
         unscheduled = fused.clone()
+        kernels = lower.kernel_table(fused, _flash_flops(attention))
         mod = tvm.transform.Sequential([gpu_rules.apply_schedule(target), relax.transform.RewriteDataflowReshape(),
                                         relax.transform.DeadCodeElimination(["main"])])(fused)
     graph = PlanGraph(mod["main"], len(input_names), input_names, specs, output_names)
@@ -127,7 +138,41 @@ def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[s
     plan = graph.plan({n: p["kernels"] for n, p in programs.items()}, language)
     plan["programs"] = {n: {"kernels": [k["name"] for k in p["kernels"]]} for n, p in programs.items()}
     source = "".join(f"// edgegen-program: {n}\n{p['source']}\n" for n, p in programs.items())
-    return GpuBuild(plan, source, graph.constants, guard, attention, convolutions, feed_forward, weights, specs)
+    return GpuBuild(plan, source, graph.constants, guard, attention, convolutions, feed_forward, weights, specs,
+                    quant=packed, kernels=kernels)
+
+
+def _flash_flops(attention: list) -> dict[str, float]:
+    """FLOPs of each flash-attention kernel (QKᵀ and PV: 4·BH·Q·K·D), which TVM cannot count in its
+    hand-written loops."""
+    return {site["function"]: 4.0 * site["batch_heads"] * site["queries"] * site["keys"] * site["head_dim"]
+            for site in attention if site.get("function")}
+
+
+# weights the build-time rewrites replace, by the suffix of their new names, and each one's output rows
+_REWRITTEN = {"winograd": 2, "value": 1, "gate": 1}     # Winograd's U (16, K, C); GEGLU's halves (N, C)
+
+
+def _pack(lowered: Lowered, quant: dict) -> tuple:
+    """Pack the weights `quant` names (or the weights a rewrite made of them) as 32-bit words, decoded
+    in the kernels that read them. Returns (module, specs, weights, {float32 weight name: entry})."""
+    from . import quantize
+
+    choices, row_dims, origin = {}, {}, {}
+    for spec in lowered.weight_specs:
+        base, _, suffix = spec.name.rpartition(".")
+        if spec.name in quant:
+            choices[spec.name], origin[spec.name] = quant[spec.name], spec.name
+        elif suffix in _REWRITTEN and base in quant:
+            choices[spec.name], origin[spec.name] = quant[base], base
+            row_dims[spec.name] = _REWRITTEN[suffix]
+    out, report = quantize.pack(lowered, choices, row_dims, words=True)
+    merged: dict = {}
+    for name, entry in report.items():
+        into = merged.setdefault(origin[name], {"scheme": entry["scheme"], "bytes": 0, "stored_as": []})
+        into["bytes"] += entry["bytes"]
+        into["stored_as"].append(name)
+    return out.module, out.weight_specs, out.weights, merged
 
 
 EXTENSIONS = {"opencl": "cl", "webgpu": "wgsl", "metal": "metal"}

@@ -129,8 +129,8 @@ def _drop_redundant_broadcasts(mod):
 
 def kernel_table(mod, flops: dict | None = None) -> list[dict]:
     """Each kernel (a TIR function after fusion) with its calls from main, FLOPs per call, and the
-    bytes of its arguments and results (what one call reads and writes at least), in order of
-    first call. `flops` (name -> FLOPs) overrides the count taken from `mod`."""
+    bytes of its arguments and results (what one call reads and writes at least; `packed_bytes` of
+    them are integer arguments: packed weights, ids), in order of first call. `flops` (name -> FLOPs) overrides the count taken from `mod`."""
     tvm = import_tvm_compiler()
     from tvm import relax, tirx
     from tvm.s_tir.analysis import estimate_tir_flops
@@ -142,6 +142,8 @@ def kernel_table(mod, flops: dict | None = None) -> list[dict]:
             name = expr.args[0].name_hint
             entry = calls.setdefault(name, {"kernel": name, "calls": 0,
                                             "bytes": _type_bytes(expr.args[1].ty) + _type_bytes(expr.ty),
+                                            "packed_bytes": sum(_type_bytes(f.ty) for f in expr.args[1].fields
+                                                                if not str(getattr(f.ty, "dtype", "")).startswith("float")),
                                             "arg_shapes": [_shape(f.ty) for f in expr.args[1].fields]})
             entry["calls"] += 1
 

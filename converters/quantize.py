@@ -84,13 +84,16 @@ def weight_layers(lowered: Lowered) -> list[Layer]:
     return layers
 
 
-def pack(lowered: Lowered, choices: dict[str, Scheme]) -> tuple[Lowered, dict[str, dict]]:
+def pack(lowered: Lowered, choices: dict[str, Scheme], row_dims: dict[str, int] | None = None,
+         words: bool = False) -> tuple[Lowered, dict[str, dict]]:
     """`lowered` with each weight in `choices` packed and decoded in-kernel; returns it and, per
-    packed weight, {scheme, bits_per_weight, bytes}."""
+    packed weight, {scheme, bits_per_weight, bytes}. `row_dims` (weight -> n): that weight's first n
+    axes are its output rows (1 by default; a Winograd weight (16, K, C) has 2). `words`: store the
+    packed arrays as 32-bit words (kernels/dequant.as_words), the form GPU kernels read."""
     import_tvm_compiler()
     from tvm import relax
 
-    from edgegen.kernels.dequant import DECODE_PREFIX, decode_func
+    from edgegen.kernels.dequant import DECODE_PREFIX, as_words, decode_func
 
     mod = lowered.module.clone()    # `lowered` stays as it was
     func = mod["main"]
@@ -104,20 +107,23 @@ def pack(lowered: Lowered, choices: dict[str, Scheme]) -> tuple[Lowered, dict[st
             specs.append(spec)
             weights[spec.name] = lowered.weights[spec.name]
             continue
-        packed = quantize_weight(lowered.weights[spec.name], scheme, out_axis=0)
+        rd = (row_dims or {}).get(spec.name, 1)
+        w = lowered.weights[spec.name]
+        packed = quantize_weight(w.reshape(int(np.prod(w.shape[:rd])), -1) if rd > 1 else w, scheme, out_axis=0)
         stored = []
         for key, arr in packed.arrays.items():
             name = f"{spec.name}.{key}"
+            arr = as_words(arr) if words else arr
             stored.append(relax.Var(name, relax.TensorType(arr.shape, str(arr.dtype))))
             specs.append(TensorSpec.of(name, arr))
             weights[name] = arr
         params.extend(stored)
-        gv = bb.add_func(decode_func(scheme, tuple(spec.shape), packed.arrays), DECODE_PREFIX + scheme.name)
+        gv = bb.add_func(decode_func(scheme, tuple(spec.shape), packed.arrays, rd, words), DECODE_PREFIX + scheme.name)
         decoded = relax.DataflowVar(spec.name, relax.TensorType(tuple(spec.shape), "float32"))
         substitute[var] = decoded
         decodes.append(relax.VarBinding(decoded, relax.call_tir(gv, stored, decoded.ty)))
-        report[spec.name] = {"scheme": scheme.name, "bits_per_weight": round(packed.bits_per_weight, 3),
-                             "bytes": int(sum(a.nbytes for a in packed.arrays.values()))}
+        nbytes = int(sum(weights[v.name].nbytes for v in stored))
+        report[spec.name] = {"scheme": scheme.name, "bits_per_weight": round(8 * nbytes / w.size, 3), "bytes": nbytes}
     bound = func.bind_params(substitute)
     first, *rest = bound.body.blocks
     body = relax.SeqExpr([relax.DataflowBlock(decodes + list(first.bindings)), *rest], bound.body.body)
@@ -274,41 +280,40 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
     return choices, records, measured
 
 
-def apply(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list[dict] | None = None,
-          log=lambda msg: None, end_output=None, end_target_db: float | None = None) -> tuple[Lowered, dict]:
-    """Quantize a lowered component with `scheme`; returns the packed component and the manifest's
-    `quant` record (per-layer choices, the layers kept and why, bits per weight). For mixed:<dB>,
-    `end_output(replaced)` (torch parameter name -> value; None for float32) gives the pipeline's
-    final outputs in [0, 1], which must stay `end_target_db` (default: the scheme's) from float32."""
+def choose(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list[dict] | None = None,
+           log=lambda msg: None, end_output=None, end_target_db: float | None = None) -> tuple[list, dict, dict]:
+    """The weight-only scheme each matmul/conv2d weight takes: `scheme` for every layer not kept
+    float32, or, for mixed:<dB>, the bits the search picks (measured with the component compiled
+    for `tvm_target`, a CPU target). Returns (layers, {weight: Scheme}, the manifest's `quant`
+    record so far). `end_output`: see apply()."""
     layers = weight_layers(lowered)
     info: dict = {"scheme": scheme.name, "applied": scheme.name, "fallback_reason": None}
-    if scheme.kind == "mixed":
-        if not calibration:
-            raise ValueError(f"{scheme.name} needs calibration inputs from real runs of the pipeline")
-        runner = _Runner(lowered, tvm_target, calibration)
-        end_check, end_target_db = None, end_target_db or scheme.target_db
-        if end_output is not None:
-            from edgegen.core.metrics import psnr
+    if scheme.kind != "mixed":
+        return layers, {lay.weight: scheme for lay in layers if lay.keep is None}, info
+    if not calibration:
+        raise ValueError(f"{scheme.name} needs calibration inputs from real runs of the pipeline")
+    runner = _Runner(lowered, tvm_target, calibration)
+    end_check, end_target_db = None, end_target_db or scheme.target_db
+    if end_output is not None:
+        from edgegen.core.metrics import psnr
 
-            reference = end_output(None, False)
+        reference = end_output(None, False)
 
-            def end_check(replaced, quick):
-                out = end_output({lowered.sources[n]: w for n, w in replaced.items()}, quick)
-                return psnr(reference[:len(out)], out, peak=1.0)
+        def end_check(replaced, quick):
+            out = end_output({lowered.sources[n]: w for n, w in replaced.items()}, quick)
+            return psnr(reference[:len(out)], out, peak=1.0)
 
-        choices, records, measured = search_mixed(lowered, layers, scheme.target_db, runner, log, end_check,
-                                                  end_target_db)
-        info.update(target_db=scheme.target_db, calibration_samples=len(calibration), **measured,
-                    **({"end_target_db": round(end_target_db, 2)} if end_check else {}), search=records)
-    elif scheme.activations:
-        if not calibration:
-            raise ValueError(f"{scheme.name} needs calibration inputs from real runs of the pipeline")
-        chosen = [lay for lay in layers if lay.keep is None]
-        ranges = activation_ranges(lowered, chosen, tvm_target, calibration)
-        info.update(calibration_samples=len(calibration), outlier_ratio=OUTLIER_RATIO)
-    else:
-        choices = {lay.weight: scheme for lay in layers if lay.keep is None}
-    packed, report = pack_w8a8(lowered, chosen, ranges) if scheme.activations else pack(lowered, choices)
+    choices, records, measured = search_mixed(lowered, layers, scheme.target_db, runner, log, end_check,
+                                              end_target_db)
+    info.update(target_db=scheme.target_db, calibration_samples=len(calibration), **measured,
+                **({"end_target_db": round(end_target_db, 2)} if end_check else {}), search=records)
+    return layers, choices, info
+
+
+def summarize(info: dict, layers: list, weight_specs: list, stored: dict, report: dict) -> dict:
+    """Complete a `quant` record: per layer its scheme and stored bytes (or why it stayed float32),
+    and bits per weight over the quantized layers and over all of `weight_specs` (the float32
+    component's weights), given `stored` (every array written) and `report` (weight -> pack's entry)."""
     quantized = sum(lay.elements for lay in layers if lay.weight in report)
     info["layers"] = [{"weight": lay.weight, "op": lay.op, "shape": list(lay.shape),
                        **(report[lay.weight] if lay.weight in report
@@ -316,11 +321,32 @@ def apply(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list[
                       for lay in layers]
     info["bits_per_weight_quantized"] = round(
         8 * sum(r["bytes"] for r in report.values()) / max(quantized, 1), 3) if report else None
-    total = sum(int(np.prod(s.shape)) for s in lowered.weight_specs)
+    total = sum(int(np.prod(s.shape)) for s in weight_specs)
     info["quantized_share"] = round(quantized / max(total, 1), 4)
-    info["bits_per_weight"] = round(8 * sum(a.nbytes for a in packed.weights.values()) / max(total, 1), 3)
+    info["bits_per_weight"] = round(8 * sum(a.nbytes for a in stored.values()) / max(total, 1), 3)
     info["kept_float32"] = "norms, biases and embeddings (not matmul/conv weights), and the layers marked fp32"
-    return packed, info
+    return info
+
+
+def apply(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list[dict] | None = None,
+          log=lambda msg: None, end_output=None, end_target_db: float | None = None) -> tuple[Lowered, dict]:
+    """Quantize a lowered component with `scheme`; returns the packed component and the manifest's
+    `quant` record (per-layer choices, the layers kept and why, bits per weight). For mixed:<dB>,
+    `end_output(replaced)` (torch parameter name -> value; None for float32) gives the pipeline's
+    final outputs in [0, 1], which must stay `end_target_db` (default: the scheme's) from float32."""
+    if scheme.activations:
+        if not calibration:
+            raise ValueError(f"{scheme.name} needs calibration inputs from real runs of the pipeline")
+        layers = weight_layers(lowered)
+        chosen = [lay for lay in layers if lay.keep is None]
+        ranges = activation_ranges(lowered, chosen, tvm_target, calibration)
+        info = {"scheme": scheme.name, "applied": scheme.name, "fallback_reason": None,
+                "calibration_samples": len(calibration), "outlier_ratio": OUTLIER_RATIO}
+        packed, report = pack_w8a8(lowered, chosen, ranges)
+    else:
+        layers, choices, info = choose(lowered, scheme, tvm_target, calibration, log, end_output, end_target_db)
+        packed, report = pack(lowered, choices)
+    return packed, summarize(info, layers, lowered.weight_specs, packed.weights, report)
 
 
 # ---- w8a8: int8 activations x int8 weights, int32 accumulation ----

@@ -158,6 +158,12 @@ def _print_gpu_info(info: dict) -> None:
     print(f"      plan: {info['launches']} launches of {info['programs']} programs ({info['language']}), arena "
           f"{info['arena_bytes'] / 2**20:.2f} MiB (without reuse {info['arena_bytes_without_reuse'] / 2**20:.2f} MiB)"
           + (f"; {info['parity_scope']}" if info.get("parity_scope") else ""))
+    if "weight_bytes" in info:
+        p = info["precision"]
+        print(f"      memory: weights {info['weight_bytes'] / 2**20:.2f} MiB ({info['bits_per_weight']:.2f} bits/weight, "
+              f"{p['weights']}) + arena {info['arena_bytes'] / 2**20:.2f} MiB = "
+              f"{(info['weight_bytes'] + info['arena_bytes']) / 2**20:.2f} MiB planned; activations {p['activations']}, "
+              f"arithmetic {p['arithmetic']}")
     if info.get("edgegen_kernels"):
         print("      edgegen kernels: " + ", ".join(f"{k} x{n}" for k, n in info["edgegen_kernels"].items()))
     sites = Counter(f"attention {a['batch_heads']}x{a['queries']}x{a['keys']} d{a['head_dim']}: {a['kernel']} "
@@ -284,7 +290,7 @@ def cmd_estimate(args) -> int:
     missing = [n for n, t in tables.items() if not t]
     if missing:
         raise ValueError(f"components {missing} carry no kernel table (FLOPs and bytes per kernel); estimate "
-                         f"needs a TVM artifact built by this edgegen: rebuild with `edgegen build --target cpu`")
+                         f"needs a TVM artifact built by this edgegen: rebuild it (`edgegen build --target cpu` or a GPU target)")
     result = estimate(tables, art.pipeline, device_profile(args.device_profile), steps=args.steps,
                       precision=args.precision)
     if args.json:

@@ -106,7 +106,8 @@ def profile(artifact_dir, runs: int = 3, steps: int = 20) -> dict:
 def estimate(kernel_tables: dict[str, list], pipeline: dict, device: dict, steps: int = 20,
              precision: str = "fp16") -> dict:
     """Roofline time per component and per image on `device` (an entry of device_profiles.json).
-    Kernel tables are counted in float32; precision "fp16" halves the bytes and uses the fp16 peak."""
+    Kernel tables are counted in float32; precision "fp16" halves the float bytes (not a kernel's
+    `packed_bytes`: quantized weights, integer ids) and uses the fp16 peak."""
     peak = device["peak_flops"][precision]
     bandwidth = device["memory_bandwidth_bytes_per_s"]
     scale = 0.5 if precision == "fp16" else 1.0
@@ -115,7 +116,8 @@ def estimate(kernel_tables: dict[str, list], pipeline: dict, device: dict, steps
         compute = memory = total = 0.0
         by_cat = dict.fromkeys(CATEGORIES, 0.0)
         for k in table:
-            tc, tm = k["flops"] / peak, k["bytes"] * scale / bandwidth
+            packed = k.get("packed_bytes", 0)
+            tc, tm = k["flops"] / peak, ((k["bytes"] - packed) * scale + packed) / bandwidth
             t = max(tc, tm) * k["calls"]
             total += t
             compute += tc * k["calls"]

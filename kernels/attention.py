@@ -266,6 +266,7 @@ def make_fusion_pass(max_threads: int, local_memory_bytes: int, decisions: list,
             with quick_stack():     # parsed inside a Relax pass: see quick_stack
                 func = flash_func_cpu(bh, s, length, d, dv, tile) if cpu else flash_func(bh, s, length, d, dv, rows, tile)
             name = f"{FLASH_PREFIX}_{len(decisions)}"
+            decisions[-1]["function"] = name
             gv = builder.add_func(func.with_attr("global_symbol", name), name)
             return relax.call_tir(gv, [matches[q], matches[kt], matches[v]], relax.TensorType((bh, s, dv), "float32"))
 

@@ -18,26 +18,83 @@ DECODE_PREFIX = "edgegen_decode_"
 PATTERN_NAMES = ("edgegen.decode_matmul", "edgegen.decode_conv2d")
 
 
-def _flat(shape: tuple, idx) -> tuple:
-    """(row, column) of weight element `idx` seen as [shape[0], prod(shape[1:])]."""
-    col = 0
-    for d, i in zip(shape[1:], idx[1:]):
+def _flat(shape: tuple, idx, row_dims: int = 1) -> tuple:
+    """(row, column) of weight element `idx` seen as [prod(shape[:row_dims]), prod(shape[row_dims:])]."""
+    row = col = 0
+    for d, i in zip(shape[:row_dims], idx[:row_dims]):
+        row = row * d + i
+    for d, i in zip(shape[row_dims:], idx[row_dims:]):
         col = col * d + i
-    return idx[0], col
+    return row, col
 
 
-def _code(codes, bits: int, i):
-    """The `bits`-wide unsigned code number `i` of a packed uint8 buffer (edgegen.core.quant._pack)."""
+def _code(byte, bits: int, i):
+    """The `bits`-wide unsigned code number `i` of a packed byte stream (edgegen.core.quant._pack);
+    `byte(k)` reads byte k as int32."""
     if bits == 6:   # 4 codes in 3 bytes, little-end first
         word, j = i // 4, i % 4
-        b = [codes[word * 3 + k].astype("int32") for k in range(3)]
+        b = [byte(word * 3 + k) for k in range(3)]
         return ((b[0] | (b[1] << 8) | (b[2] << 16)) >> (6 * j)) & 0x3F
     per = 8 // bits
-    return (codes[i // per].astype("int32") >> (bits * (i % per))) & ((1 << bits) - 1)
+    return (byte(i // per) >> (bits * (i % per))) & ((1 << bits) - 1)
 
 
-def decode_func(scheme, shape: tuple, arrays: dict[str, np.ndarray]):
-    """A PrimFunc (inputs: the packed arrays in `arrays` order; output: the float32 weight of `shape`)."""
+def as_words(arr: np.ndarray) -> np.ndarray:
+    """A packed array's bytes as little-endian uint32 words (zero-padded to a whole word): the form
+    GPU kernels read, since WGSL has no 8- or 16-bit storage types and OpenCL reads `half` only
+    with cl_khr_fp16. The bytes are those of the CPU target's arrays."""
+    raw = np.ascontiguousarray(arr).view(np.uint8).ravel()
+    return np.pad(raw, (0, -raw.size % 4)).view("<u4").astype(np.uint32)
+
+
+def _half_to_float(h):
+    """An IEEE binary16 held in the low 16 bits of an int32 expression, as float32 (exact, with
+    subnormals, infinities and NaN), from integer operations alone."""
+    from tvm import tirx
+
+    sign = (h & 0x8000) << 16
+    exp = (h >> 10) & 0x1F
+    man = h & 0x3FF
+    normal = sign | ((exp + 112) << 23) | (man << 13)
+    special = sign | 0x7F800000 | (man << 13)
+    bits = tirx.Select(exp == 31, special, normal).astype("uint32")
+    tiny = man.astype("float32") * tirx.const(2.0 ** -24, "float32")
+    subnormal = tirx.Select(sign != 0, -tiny, tiny)
+    return tirx.Select(exp == 0, subnormal, tirx.reinterpret("float32", bits))
+
+
+def _loaders(holders: dict, arrays: dict, words: bool):
+    """load(name, *index) -> the stored element as int32 (integer arrays) or float32 (float16 ones),
+    from the arrays as they are (`words` False) or from as_words() of them."""
+    def flat(name, idx):
+        k = 0
+        for d, i in zip(arrays[name].shape, idx):
+            k = k * int(d) + i
+        return k
+
+    def load(name, *idx):
+        dtype = arrays[name].dtype
+        if not words:
+            v = holders[name][idx]
+            return v.astype("float32") if dtype.kind == "f" else v.astype("int32")
+        k, size = flat(name, idx), dtype.itemsize
+        per = 4 // size
+        word = holders[name][k // per].astype("int32") if per > 1 else holders[name][k]
+        if per == 1:
+            return word.astype("int32")
+        v = (word >> ((k % per) * 8 * size)) & ((1 << (8 * size)) - 1)
+        if dtype == np.float16:
+            return _half_to_float(v)
+        return (v ^ 0x80) - 0x80 if dtype == np.int8 else v
+
+    return load
+
+
+def decode_func(scheme, shape: tuple, arrays: dict[str, np.ndarray], row_dims: int = 1, words: bool = False):
+    """A PrimFunc (inputs: the packed arrays in `arrays` order; output: the float32 weight of `shape`).
+    The arrays were packed from the weight seen as [prod(shape[:row_dims]), rest] (quantize_weight
+    on that reshape: a Winograd weight (16, K, C) has 16·K rows). `words`: the inputs are the
+    arrays' as_words() forms."""
     from tvm import te, tirx
 
     from edgegen.core.quant import group_size
@@ -45,35 +102,39 @@ def decode_func(scheme, shape: tuple, arrays: dict[str, np.ndarray]):
     def i64(dims):   # Relax's legalized kernels index with int64; FuseTIR needs the buffers to agree
         return [tirx.IntImm("int64", int(d)) for d in dims]
 
-    holders = {k: te.placeholder(i64(a.shape), str(a.dtype), name=k) for k, a in arrays.items()}
-    rows, width = shape[0], int(np.prod(shape[1:]))
+    stored = {k: as_words(a) if words else a for k, a in arrays.items()}
+    holders = {k: te.placeholder(i64(a.shape), str(a.dtype), name=k) for k, a in stored.items()}
+    load = _loaders(holders, arrays, words)
+    rows, width = int(np.prod(shape[:row_dims])), int(np.prod(shape[row_dims:]))
+
+    def byte(k):
+        return load("codes", k)
 
     if scheme.kind == "float16":
         def value(*idx):
-            return holders["w"][idx].astype("float32")
+            if tuple(arrays["w"].shape) == tuple(shape):
+                return load("w", *idx)
+            r, c = _flat(shape, idx, row_dims)
+            return load("w", r, c)
     elif scheme.kind == "linear" and scheme.group is None:
-        q, scale = holders["q"], holders["scale"]
-
         def value(*idx):
-            r, c = _flat(shape, idx)
-            return q[r, c].astype("float32") * scale[r, 0].astype("float32")
+            r, c = _flat(shape, idx, row_dims)
+            return load("q", r, c).astype("float32") * load("scale", r, 0)
     elif scheme.kind in ("linear", "ternary"):
-        codes, scale = holders["codes"], holders["scale"]
         group = group_size(scheme, width)
         padded = arrays["scale"].shape[1] * group
         bits, offset = (2, 1) if scheme.kind == "ternary" else (4, 8)
 
         def value(*idx):
-            r, c = _flat(shape, idx)
-            code = _code(codes, bits, r * padded + c)
-            return (code - offset).astype("float32") * scale[r, c // group].astype("float32")
+            r, c = _flat(shape, idx, row_dims)
+            code = _code(byte, bits, r * padded + c)
+            return (code - offset).astype("float32") * load("scale", r, c // group)
     elif scheme.kind == "palette":
-        codes, lut = holders["codes"], holders["lut"]
         per_table = rows // arrays["lut"].shape[0]
 
         def value(*idx):
-            r, c = _flat(shape, idx)
-            return lut[r // per_table, _code(codes, scheme.bits, r * width + c)].astype("float32")
+            r, c = _flat(shape, idx, row_dims)
+            return load("lut", r // per_table, _code(byte, scheme.bits, r * width + c))
     else:
         raise ValueError(f"{scheme.name}: no decode kernel for kind {scheme.kind!r}")
     out = te.compute(i64(shape), value, name="decode")
@@ -81,7 +142,8 @@ def decode_func(scheme, shape: tuple, arrays: dict[str, np.ndarray]):
 
 
 def make_fusion_pass():
-    """FuseOpsByPattern: decode -> [permute_dims] -> matmul/conv2d [-> add] as one kernel."""
+    """FuseOpsByPattern: decode -> [permute_dims] -> matmul/conv2d [-> add] as one kernel (the decoded
+    weight as the matmul's second operand, or as its first in Winograd's U · V)."""
     from tvm import relax
     from tvm.relax.dpl import GlobalVarPattern, is_op, wildcard
     from tvm.relax.dpl.pattern import _is_call_tir
@@ -93,7 +155,8 @@ def make_fusion_pass():
         return is_op("relax.add")(core, wildcard()) | is_op("relax.add")(wildcard(), core)
 
     decoded = decode()
-    matmul = is_op("relax.matmul")(wildcard(), is_op("relax.permute_dims")(decoded) | decoded)
+    matmul = (is_op("relax.matmul")(wildcard(), is_op("relax.permute_dims")(decoded) | decoded)
+              | is_op("relax.matmul")(decode(), wildcard()))    # Winograd's batched GEMM: U · V
     conv = is_op("relax.nn.conv2d")(wildcard(), decode())
     patterns = [(PATTERN_NAMES[0], with_add(matmul)), (PATTERN_NAMES[0], matmul),
                 (PATTERN_NAMES[1], with_add(conv)), (PATTERN_NAMES[1], conv)]

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import ArtifactError
 
 _TO_ST = {"float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
-          "int8": "I8", "uint8": "U8", "float64": "F64", "int16": "I16", "bool": "BOOL"}
+          "int8": "I8", "uint8": "U8", "uint32": "U32", "float64": "F64", "int16": "I16", "bool": "BOOL"}
 _FROM_ST = {v: k for k, v in _TO_ST.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 

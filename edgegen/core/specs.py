@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import InputError
 
-DTYPES = ("float32", "float16", "int32", "int64", "uint8", "int8")
+DTYPES = ("float32", "float16", "int32", "int64", "uint8", "int8", "uint32")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Class accuracy of the digits generator built with each quantization scheme, run as artifacts.
 
-    python examples/digits/quant_eval.py [--samples-per-class 10] [--seed 0] [--schemes w8,w4g32]
+    python examples/digits/quant_eval.py [--samples-per-class 10] [--seed 0] [--schemes w8,w4g32] [--target cpu]
 
-For each scheme this builds the CPU artifact (`edgegen build --target cpu --quant S`:
-packed weights, decoded inside the matmul/conv kernels), samples every class with
+For each scheme this builds the artifact (`edgegen build --target T --quant S`: packed
+weights, decoded inside the matmul/conv kernels; `--target mali` runs them on PoCL here), samples every class with
 edgegen's runtime from the same noise, classifies the samples with the shipped
 digit classifier, and compares them with the float32 torch sampler (PSNR of the
 samples in [0, 1]). Prints a table and writes JSON: accuracy, PSNR, bits per weight
@@ -28,10 +28,10 @@ from edgegen.reference import dit_sample
 SCHEMES = ("fp16", "w8", "w4g32", "w4g64", "w4g128", "pal6", "pal4", "ternary", "mixed:30")
 
 
-def evaluate(model_dir, scheme, cache: Path, labels, noise, clf, reference) -> dict:
-    out = cache / f"digits-cpu-{(scheme or 'fp32').replace(':', '')}"
+def evaluate(model_dir, scheme, cache: Path, labels, noise, clf, reference, target: str = "cpu") -> dict:
+    out = cache / f"digits-{target}-{(scheme or 'fp32').replace(':', '')}"
     t0 = time.perf_counter()
-    report = edgegen.build(model_dir, out, target="cpu", quant=scheme, overwrite=True)
+    report = edgegen.build(model_dir, out, target=target, quant=scheme, overwrite=True)
     build_s = time.perf_counter() - t0
     pipe = edgegen.runtimes.load(out)
     try:
@@ -53,8 +53,9 @@ def main():
     parser.add_argument("--samples-per-class", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--schemes", default=",".join(SCHEMES), help="comma-separated; fp32 is always measured")
+    parser.add_argument("--target", default="cpu", help="build target (a GPU target runs on PoCL/lavapipe here)")
     parser.add_argument("--cache", default=".cache/quant-eval")
-    parser.add_argument("--out", default="benchmarks/results/digits_quant.json")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/digits_quant[_TARGET].json)")
     args = parser.parse_args()
 
     from diffusers import DiTTransformer2DModel
@@ -70,15 +71,17 @@ def main():
     reference = dit_sample(model, scheduler_config, labels, noise, steps, guidance)
     rows = [{"scheme": "fp32 torch", "class_accuracy": clf.accuracy(reference, labels)}]
     for scheme in [None, *[s for s in args.schemes.split(",") if s]]:
-        rows.append(evaluate(model_dir, scheme, Path(args.cache), labels, noise, clf, reference))
+        rows.append(evaluate(model_dir, scheme, Path(args.cache), labels, noise, clf, reference, args.target))
         r = rows[-1]
         print(f"{r['scheme']:10s} accuracy {100 * r['class_accuracy']:5.1f}%  PSNR vs fp32 torch "
               f"{r['psnr_vs_fp32_torch_db']:6.1f} dB  bits/weight {r['bits_quantized_layers']:6.2f} (layers) "
               f"{r['bits_whole_model']:6.2f} (model)  {r['artifact_bytes'] / 1e6:.2f} MB", flush=True)
     print(f"fp32 torch accuracy {100 * rows[0]['class_accuracy']:.1f}% ({len(labels)} samples, seed {args.seed}, "
           f"{steps} steps, guidance {guidance})")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"samples": len(labels), "seed": args.seed, "rows": rows}, indent=1))
+    out = Path(args.out or f"benchmarks/results/digits_quant{'' if args.target == 'cpu' else '_' + args.target}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"samples": len(labels), "seed": args.seed, "target": args.target, "rows": rows},
+                              indent=1))
     return 0
 
 

@@ -131,13 +131,6 @@ def test_corrupt_plan_is_refused_with_the_way_out(digits_mali, tmp_path):
         check_plan({**data, "version": 99}, "newer plan")
 
 
-def test_quantization_is_refused_on_gpu_targets(tmp_path):
-    import edgegen
-
-    with pytest.raises(ValueError, match="GPU targets build float32"):
-        edgegen.build(tmp_path, tmp_path / "out", target="webgpu", quant="w8")
-
-
 def test_plan_over_the_device_buffer_limit_or_memory_budget_is_refused():
     from edgegen.converters.gpu import check_memory
     from edgegen.core.errors import ModelError

@@ -12,19 +12,32 @@ SCHEMES = ("fp16", "w8", "w4g32", "w4g128", "pal6", "pal4", "ternary")
 
 
 @pytest.mark.parametrize("name", SCHEMES)
-@pytest.mark.parametrize("shape", [(24, 20, 3, 3), (40, 48)])   # conv width 180: a partial last group
-def test_decode_kernel_equals_numpy_dequantizer(name, shape):
+@pytest.mark.parametrize("shape,row_dims", [((24, 20, 3, 3), 1), ((40, 48), 1), ((16, 12, 20), 2)])
+@pytest.mark.parametrize("words", [False, True], ids=["arrays", "words"])
+def test_decode_kernel_equals_numpy_dequantizer(name, shape, row_dims, words):
+    """Conv width 180: a partial last group. (16, 12, 20) with two row axes: a Winograd weight. `words`:
+    the 32-bit form GPU kernels read, fp16 scales and int8 codes unpacked with integer operations."""
     import tvm
 
-    from edgegen.kernels.dequant import decode_func
+    from edgegen.kernels.dequant import as_words, decode_func
 
     w = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    packed = quantize_weight(w, parse(name))
-    lib = tvm.compile(tvm.IRModule({"main": decode_func(parse(name), shape, packed.arrays).with_attr(
-        "global_symbol", "main")}), target="llvm")
+    w.flat[:3] = [1e-6, -3e-7, 0.0]      # fp16 subnormals and zero in the scales and palettes
+    packed = quantize_weight(w.reshape(int(np.prod(shape[:row_dims])), -1), parse(name))
+    func = decode_func(parse(name), shape, packed.arrays, row_dims, words)
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
     out = tvm.runtime.tensor(np.zeros(shape, np.float32))
-    lib["main"](*(tvm.runtime.tensor(a) for a in packed.arrays.values()), out)
-    np.testing.assert_array_equal(out.numpy(), dequantize_weight(packed))
+    lib["main"](*(tvm.runtime.tensor(as_words(a) if words else a) for a in packed.arrays.values()), out)
+    np.testing.assert_array_equal(out.numpy(), dequantize_weight(packed).reshape(shape))
+
+
+def test_words_hold_the_packed_bytes_little_endian():
+    from edgegen.kernels.dequant import as_words
+
+    data = np.arange(7, dtype=np.uint8)
+    assert as_words(data).dtype == np.uint32
+    assert as_words(data).tolist() == [0x03020100, 0x00060504]
+    assert as_words(np.array([1.0, -2.0], np.float16)).tolist() == [0xC0003C00]
 
 
 def _model():
