@@ -2,13 +2,14 @@
 at 512x512: weights, arena and planned device memory per component and scheme, the build time,
 and the Adreno 740 roofline estimate read from the GPU plan's own kernels.
 
-    python benchmarks/gpu_memory.py [--schemes fp32,w8,w4g32] [--target adreno] [--steps 20]
+    python benchmarks/gpu_memory.py [--schemes fp32,fp16,w8,w4g32] [--target adreno] [--steps 20]
 
-Each build is `edgegen.build(SD14, target=adreno, quant=S, execute=False)`: the kernels are
+fp32 is `--precision fp32`; fp16 is `--precision fp16` (float16 in memory, float32 arithmetic);
+w8 and w4g32 are `--precision fp16 --quant S`. Each build is `edgegen.build(SD14, target=adreno,
+..., execute=False)`: the kernels are
 generated and checked by the compile guard and the memory check, but not run (one UNet call at
 512x512 on PoCL would take minutes; parity of quantized GPU plans is tested on tiny SD and the
-digits generator). `fp16` here is the fp16 weight-storage scheme (weights decoded to float32 in
-the kernels). Google's published figures for SD 1.4 on the same phone stand beside them. Writes
+digits generator). Google's published figures for SD 1.4 on the same phone stand beside them. Writes
 benchmarks/results/gpu_memory.json.
 """
 
@@ -29,14 +30,16 @@ PUBLISHED = {"seconds": 11.5, "memory_mb": 2093, "steps": 20, "device": "adreno-
 MIB = 2 ** 20
 
 
-def measure(source: Path, out: Path, target: str, scheme: str | None, steps: int) -> dict:
+def measure(source: Path, out: Path, target: str, scheme: str, steps: int) -> dict:
     import edgegen
     from edgegen.core import Artifact
     from edgegen.core.targets import device_profile
     from edgegen.profiling import estimate
 
     t0 = time.perf_counter()
-    edgegen.build(source, out, target=target, quant=scheme, overwrite=True, execute=False,
+    precision = "fp32" if scheme == "fp32" else "fp16"
+    quant = None if scheme in ("fp32", "fp16") else scheme
+    edgegen.build(source, out, target=target, quant=quant, precision=precision, overwrite=True, execute=False,
                   progress=lambda ev, stage, s: print(f"    {stage}: {s:.0f}s", flush=True) if ev == "end" else None)
     seconds = time.perf_counter() - t0
     art = Artifact.open(out, verify=False)
@@ -49,7 +52,7 @@ def measure(source: Path, out: Path, target: str, scheme: str | None, steps: int
                        device_profile(PUBLISHED["device"]), steps=steps, precision=p) for p in ("fp16", "fp32")}
     shutil.rmtree(out, ignore_errors=True)
     weights = sum(c["weight_bytes"] for c in components.values())
-    return {"scheme": scheme or "fp32", "build_seconds": round(seconds, 1), "components": components,
+    return {"scheme": scheme, "precision": precision, "build_seconds": round(seconds, 1), "components": components,
             "weight_bytes": weights,
             # every component resident at once, each with its own arena (the runtime today)
             "planned_bytes": weights + sum(c["arena_bytes"] for c in components.values()),
@@ -74,8 +77,8 @@ def main() -> int:
     rows = []
     for scheme in args.schemes.split(","):
         print(f"{scheme}: building {args.target} at 512x512 ...", flush=True)
-        rows.append(measure(source, ROOT / ".cache" / f"sd14-{args.target}-{scheme}", args.target,
-                            None if scheme == "fp32" else scheme, args.steps))
+        rows.append(measure(source, ROOT / ".cache" / f"sd14-{args.target}-{scheme}", args.target, scheme,
+                            args.steps))
         r = rows[-1]
         print(f"{r['scheme']:6s} weights {r['weight_bytes'] / MIB:8.1f} MiB  planned {r['planned_bytes'] / MIB:8.1f} MiB"
               f"  build {r['build_seconds']:6.0f} s  Adreno 740 estimate, {args.steps} steps: "

@@ -127,7 +127,7 @@ def _end_output(end_output, component: str):
 
 
 def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict, stages: _Stages, scheme,
-              calibration: list | None, end: tuple | None, execute: bool = True):
+              calibration: list | None, end: tuple | None, execute: bool = True, precision: str = "fp32"):
     """Kernel sources and a launch plan for a GPU target, with the weights `scheme` names packed and
     decoded inside the kernels that read them (mixed:<dB> searched on the CPU); the build runs them
     on this machine's OpenCL or WebGPU device where there is one (PoCL, lavapipe) for the parity
@@ -145,9 +145,13 @@ def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict
         layers, choices, quant = stages.run(f"{name}: choose the weights to pack ({scheme.name})", quantize.choose,
                                             lowered, scheme, MIXED_SEARCH_TARGET, calibration, stages.log,
                                             *(end or (None, None)))
+        if scheme.kind != "mixed":    # lookup tables too: the gather decodes the rows it reads
+            tables = quantize.embedding_layers(lowered)
+            layers += tables
+            choices.update({lay.weight: scheme for lay in tables if lay.keep is None})
     built = stages.run(f"{name}: compile kernels for {target.name} + launch plan", gpu.lower_to_plan, lowered,
                        list(cap.inputs), cap.outputs, tvm_target, gpu.limits_of(target.profile), target.backend,
-                       quant=choices)
+                       quant=choices, precision=precision)
     gpu.check_memory(built.plan, target.profile, f"component {name!r}")
     files = gpu.write_files(built, writer.tmp, name, target.backend)
     plan = built.plan
@@ -157,15 +161,17 @@ def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict
             "arena_bytes": plan["arena_bytes"], "arena_bytes_without_reuse": plan["arena_bytes_without_reuse"],
             "weight_bytes": int(sum(a.nbytes for a in stored.values())),
             "bits_per_weight": round(8 * sum(a.nbytes for a in built.weights.values()) / max(elements, 1), 3),
-            "precision": {"weights": scheme.name if scheme is not None else "fp32", "activations": "fp32",
-                          "arithmetic": "fp32"},
+            "precision": gpu.precision_record(precision, scheme.name if scheme is not None else None,
+                                              target.profile),
             "edgegen_kernels": gpu.edgegen_kernels(plan), "attention": built.attention,
             "convolutions": built.convolutions, "feed_forward": built.feed_forward, "compile_guard": built.guard,
             "num_weights": elements, "kernels": built.kernels}
     if quant is not None:
         sizes = {lay.weight: lay.elements for lay in layers}
         report = {w: {**e, "bits_per_weight": round(8 * e["bytes"] / sizes[w], 3)} for w, e in built.quant.items()}
-        info["quant"] = quantize.summarize(quant, layers, lowered.weight_specs, built.weights, report)
+        info["quant"] = quantize.summarize(quant, layers, lowered.weight_specs, built.weights, report,
+                                           "norms and biases (not matmul, conv or lookup-table weights), and the "
+                                           "layers marked fp32")
     from edgegen import runtimes
 
     try:
@@ -271,7 +277,7 @@ def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, t
     elif target.backend in GPU_BACKENDS:
         files, weight_specs, info, actual = _emit_gpu(writer, name, cap, target, tvm_target, stages, scheme,
                                                       calibration, options.get("end", {}).get(name),
-                                                      options["execute"])
+                                                      options["execute"], options["precision"])
     else:
         files, weight_specs, info, actual = _emit_tvm(writer, name, cap, target, tvm_target, stages, scheme,
                                                       calibration, options.get("end", {}).get(name))
@@ -300,13 +306,15 @@ def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, t
 def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: int | None = None,
           width: int | None = None, batch: int | None = None, overwrite: bool = False, progress=None,
           parity_db: float = COMPONENT_PSNR_DB, quant: str | None = None, attention: str = "original",
-          minimum_ios: int = 16, chunk_mb: float | None = 1000.0, execute: bool = True) -> BuildReport:
+          minimum_ios: int = 16, chunk_mb: float | None = 1000.0, execute: bool = True,
+          precision: str | None = None) -> BuildReport:
     """Build a diffusers pipeline folder into an artifact at `out`.
 
     quant: a scheme of edgegen.core.quant (onnx and coreml targets map it onto their tools).
     attention, minimum_ios, chunk_mb: Core ML only: "split-einsum" rewrites attention for the
     Neural Engine; the deployment target; the UNet is cut in two when its weights exceed chunk_mb
-    (None: never). execute=False: GPU kernels are generated and guarded but not run on this machine's
+    (None: never). precision: GPU targets only, "fp16" (float16 in memory, float32 arithmetic) or
+    "fp32"; None takes the device profile's default (fp16 on adreno, mali and metal). execute=False: GPU kernels are generated and guarded but not run on this machine's
     device (benchmarks of shapes too big for PoCL); their parity is then recorded as not measured."""
     t_start = time.perf_counter()
     tgt = get_target(target)
@@ -315,6 +323,11 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
         raise ValueError(f"--quant {scheme.name} on the {tgt.name} target: the GPU plans decode packed weights "
                          f"into float kernels and have no int8-activation kernels (int8 dot products); use w8, "
                          f"which stores the same int8 weights.")
+    if precision is not None and tgt.backend not in GPU_BACKENDS:
+        raise ValueError(f"--precision applies to the GPU targets; {tgt.name} builds float32 kernels (--quant fp16 "
+                         f"stores float16 weights there).")
+    if precision not in (None, "fp16", "fp32"):
+        raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
     if attention not in ("original", "split-einsum"):
         raise ValueError(f"attention must be 'original' or 'split-einsum', got {attention!r}")
     if tgt.backend == "coreml":
@@ -328,6 +341,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
         raise ModelError(f"{model_dir}: pipeline class {index.get('_class_name')!r} is not supported; "
                          f"edgegen builds {sorted(FAMILIES)}.")
     options = {"attention": attention, "minimum_ios": minimum_ios, "chunk_mb": chunk_mb, "execute": execute,
+               "precision": precision or tgt.profile.default_precision,
                "folder": "Resources" if family is sd else "coreml"}
     stages = _Stages(progress)
     with ArtifactWriter(out, overwrite=overwrite) as writer:

@@ -21,11 +21,14 @@ import numpy as np
 from edgegen.core.errors import EdgegenError, UnsupportedOpError
 from edgegen.core.launch_plan import dtype_bytes
 
-from . import lower
+from edgegen.core.specs import TensorSpec
+
+from . import half_storage, lower
 from .lower import Lowered, import_tvm_compiler
 from .plan_graph import PlanGraph
 
 HOST = {"kind": "llvm"}
+PRECISIONS = ("fp32", "fp16")
 _LAUNCH_TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadIdx.y", "threadIdx.z")
 
 
@@ -99,12 +102,18 @@ def _bool_constants_as_int32():
 
 
 def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[str], tvm_target: dict,
-                  limits: Limits, language: str, edgegen_kernels: bool = True, quant: dict | None = None) -> GpuBuild:
+                  limits: Limits, language: str, edgegen_kernels: bool = True, quant: dict | None = None,
+                  precision: str = "fp32") -> GpuBuild:
     """`edgegen_kernels=False` leaves out edgegen's kernels (Winograd, flash attention, fused
     GroupNorm+SiLU, GEGLU epilogue): TVM's own fusion and dlight's schedules alone, the baseline they are
     measured against in benchmarks/kernels.py. `quant` (weight -> Scheme, named as in `lowered`)
-    packs those weights, after the weight rewrites (a Winograd weight is packed in its transformed
-    form, a GEGLU projection as its two halves); the kernels that read them decode them in-kernel."""
+    packs those weights, after the weight rewrites (a GEGLU projection as its two halves; a packed 3x3
+    conv keeps the direct kernel); the kernels that read them decode them in-kernel.
+    `precision` "fp16": every float tensor in global memory (activations, the arena, float weights)
+    is stored as float16, with float32 arithmetic in the kernels (converters/half_storage.py)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    half = precision == "fp16"
     tvm = import_tvm_compiler()
     from tvm import relax
 
@@ -117,7 +126,8 @@ def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[s
     feed_forward: list = []
     module = lowered.module
     if edgegen_kernels:     # rewrites that transform weights, once, here
-        module = winograd.rewrite(module, weights, specs, convolutions)
+        module = winograd.rewrite(module, weights, specs, convolutions,
+                                  {n: sch.name for n, sch in (quant or {}).items()})
         module = geglu.rewrite(module, weights, specs, feed_forward)
     packed: dict = {}
     if quant:
@@ -129,12 +139,16 @@ def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[s
         mod = tvm.transform.Sequential([gpu_rules.apply_schedule(target), relax.transform.RewriteDataflowReshape(),
                                         relax.transform.DeadCodeElimination(["main"])])(fused)
     graph = PlanGraph(mod["main"], len(input_names), input_names, specs, output_names)
+    if half:
+        graph.store_float16()
+        weights = {n: a.astype(np.float16) if a.dtype == np.float32 else a for n, a in weights.items()}
+        specs = [TensorSpec.of(s.name, weights[s.name]) for s in specs]
     programs, guard = {}, []
     for name in graph.functions_called():
         func = mod[name]
         if not isinstance(func, tvm.tirx.PrimFunc):
             raise UnsupportedOpError(f"{name} is not a TIR function; the GPU plan runs TIR kernels only")
-        programs[name] = _guarded_program(name, func, unscheduled[name], tvm_target, limits, language, guard)
+        programs[name] = _guarded_program(name, func, unscheduled[name], tvm_target, limits, language, guard, half)
     plan = graph.plan({n: p["kernels"] for n, p in programs.items()}, language)
     plan["programs"] = {n: {"kernels": [k["name"] for k in p["kernels"]]} for n, p in programs.items()}
     source = "".join(f"// edgegen-program: {n}\n{p['source']}\n" for n, p in programs.items())
@@ -149,24 +163,24 @@ def _flash_flops(attention: list) -> dict[str, float]:
             for site in attention if site.get("function")}
 
 
-# weights the build-time rewrites replace, by the suffix of their new names, and each one's output rows
-_REWRITTEN = {"winograd": 2, "value": 1, "gate": 1}     # Winograd's U (16, K, C); GEGLU's halves (N, C)
+# what GEGLU's rewrite names the halves it splits a projection weight into (Winograd keeps packed
+# weights as they are: see winograd.rewrite)
+_HALVES = ("value", "gate")
 
 
 def _pack(lowered: Lowered, quant: dict) -> tuple:
-    """Pack the weights `quant` names (or the weights a rewrite made of them) as 32-bit words, decoded
-    in the kernels that read them. Returns (module, specs, weights, {float32 weight name: entry})."""
+    """Pack the weights `quant` names (or the GEGLU halves made of them) as 32-bit words, decoded in
+    the kernels that read them. Returns (module, specs, weights, {float32 weight name: entry})."""
     from . import quantize
 
-    choices, row_dims, origin = {}, {}, {}
+    choices, origin = {}, {}
     for spec in lowered.weight_specs:
         base, _, suffix = spec.name.rpartition(".")
         if spec.name in quant:
             choices[spec.name], origin[spec.name] = quant[spec.name], spec.name
-        elif suffix in _REWRITTEN and base in quant:
+        elif suffix in _HALVES and base in quant:
             choices[spec.name], origin[spec.name] = quant[base], base
-            row_dims[spec.name] = _REWRITTEN[suffix]
-    out, report = quantize.pack(lowered, choices, row_dims, words=True)
+    out, report = quantize.pack(lowered, choices, words=True)
     merged: dict = {}
     for name, entry in report.items():
         into = merged.setdefault(origin[name], {"scheme": entry["scheme"], "bytes": 0, "stored_as": []})
@@ -208,7 +222,6 @@ def open_session(built: GpuBuild, root, files: dict, name: str, backend: str, in
     from pathlib import Path
 
     from edgegen.core.artifact import Component
-    from edgegen.core.specs import TensorSpec
     from edgegen.runtimes import get_backend
 
     class _Folder:
@@ -217,11 +230,28 @@ def open_session(built: GpuBuild, root, files: dict, name: str, backend: str, in
 
     outputs = []
     for out_name, tensor in built.plan["outputs"].items():
-        entry = built.plan["tensors"][tensor]
-        outputs.append(TensorSpec(out_name, entry["dtype"], entry["shape"]))
+        entry = built.plan["tensors"][tensor]    # fp16 storage returns float32, as the component's specs say
+        outputs.append(TensorSpec(out_name, "float32" if entry["dtype"] == "float16" else entry["dtype"],
+                                  entry["shape"]))
     comp = Component(name, backend, family, files, [TensorSpec.of(n, a) for n, a in inputs.items()], outputs,
                      weight_specs(built))
     return get_backend(backend).load(_Folder(), comp)
+
+
+def precision_record(precision: str, scheme: str | None, profile) -> dict:
+    """The manifest's `precision` of a GPU component: how weights and activations are stored, what the
+    kernels compute in, and why each part that is not float16 stays float32."""
+    half = precision == "fp16"
+    record = {"precision": precision, "activations": "fp16" if half else "fp32",
+              "weights": scheme or ("fp16" if half else "fp32"), "arithmetic": "fp32",
+              "device_fp16_arithmetic": profile.fp16_arithmetic, "kept_fp32": []}
+    if half:
+        record["kept_fp32"] = [
+            {"what": "arithmetic, registers and local memory",
+             "reason": "the kernels convert on load and store (vload_half/vstore_half on OpenCL), so GEMM accumulators, "
+                       "GroupNorm statistics and the softmax maximum and sum stay float32; kernels that compute in "
+                       "float16 are not generated yet"}]
+    return record
 
 
 def check_memory(plan: dict, profile, where: str) -> None:
@@ -260,12 +290,12 @@ def edgegen_kernels(plan: dict) -> dict[str, int]:
 # --- one TIR function: lower, read its launches, codegen, guard -----------------------------------------------
 
 def _guarded_program(name: str, func, unscheduled, tvm_target: dict, limits: Limits, language: str,
-                     guard: list) -> dict:
+                     guard: list, half: bool = False) -> dict:
     """Compile one function's kernels; when one breaks a device limit, reschedule with half the
     workgroup and local memory budget, then with dlight's fallback rule alone; record why."""
     from edgegen.kernels import gpu_rules
 
-    program = _compile_function(name, func, tvm_target, language)
+    program = _compile_function(name, func, tvm_target, language, half)
     problems = _violations(program, limits, language)
     attempts = [(f"workgroup ≤ {limits.max_workgroup_size // 2}, local memory ≤ {limits.local_memory_bytes // 2} B",
                  {"max_num_threads": limits.max_workgroup_size // 2,
@@ -278,7 +308,7 @@ def _guarded_program(name: str, func, unscheduled, tvm_target: dict, limits: Lim
             return program
         retry = gpu_rules.reschedule(unscheduled, {**tvm_target, **tighter}, HOST, fallback_only)
         before = problems
-        program = _compile_function(name, retry, tvm_target, language)
+        program = _compile_function(name, retry, tvm_target, language, half)
         problems = _violations(program, limits, language)
         guard.append({"function": name, "violations": before, "fallback": what,
                       "result": "ok" if not problems else "; ".join(problems)})
@@ -288,7 +318,7 @@ def _guarded_program(name: str, func, unscheduled, tvm_target: dict, limits: Lim
     return program
 
 
-def _compile_function(name: str, func, tvm_target: dict, language: str) -> dict:
+def _compile_function(name: str, func, tvm_target: dict, language: str, half: bool = False) -> dict:
     """One TIR function compiled for the target: {"source": its device code, "kernels": [{"name",
     "params": [["param", i] | ["scratch", i] | ["scalar", dtype, value], ...], "launch": {tag: extent},
     "scratch_bytes", "device_params"}, ...]} (the launches in the order its host code makes them)."""
@@ -312,9 +342,13 @@ def _compile_function(name: str, func, tvm_target: dict, language: str) -> dict:
     _, devices = tir_build.split_host_device_mods(full)
     sources = []
     for dev_target, dev_mod in devices.items():
-        runtime = tir_build.codegen_build(finalize_device()(dev_mod), dev_target)
+        device = finalize_device()(dev_mod)
+        runtime = tir_build.codegen_build(half_storage.rewrite_module(device, language) if half else device,
+                                          dev_target)
         sources.append(runtime.inspect_source())
     source = "\n".join(sources)
+    if half and language == "opencl":
+        source = half_storage.opencl_source(source)
     if language == "webgpu":
         # every tensor lives in one arena buffer, and WebGPU forbids binding a buffer read-only and
         # writable in the same dispatch: the arena is bound read_write throughout

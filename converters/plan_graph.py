@@ -90,6 +90,13 @@ class PlanGraph:
             raise UnsupportedOpError(f"operator {op} is left in the graph after lowering; the GPU plan runs "
                                      f"kernels only. Build for the cpu target, or replace the op in the model.")
 
+    def store_float16(self) -> None:
+        """Every float32 tensor (inputs, outputs, intermediates, weights, constants) held as float16."""
+        for name, t in self.tensors.items():
+            if t["dtype"] == "float32":
+                t.update(dtype="float16", bytes=t["bytes"] // 2)
+        self.constants = {n: c.astype(np.float16) if c.dtype == np.float32 else c for n, c in self.constants.items()}
+
     def functions_called(self) -> list[str]:
         return list(dict.fromkeys(f for f, _ in self.calls))
 

@@ -84,12 +84,41 @@ def weight_layers(lowered: Lowered) -> list[Layer]:
     return layers
 
 
-def pack(lowered: Lowered, choices: dict[str, Scheme], row_dims: dict[str, int] | None = None,
-         words: bool = False) -> tuple[Lowered, dict[str, dict]]:
+def embedding_layers(lowered: Lowered) -> list[Layer]:
+    """The 2-D lookup tables of `main` (a weight read only by a take along its rows: token and position
+    embeddings), as layers whose rows are the entries; a table narrower than MIN_WIDTH is kept."""
+    import_tvm_compiler()
+    from tvm import relax
+
+    func = lowered.module["main"]
+    by_var = dict(zip(func.params[len(func.params) - len(lowered.weight_specs):], lowered.weight_specs))
+    uses: dict = {}
+    tables: list = []
+
+    def visit(expr):
+        if not isinstance(expr, relax.Call):
+            return
+        for arg in expr.args:
+            if isinstance(arg, relax.Var) and arg in by_var:
+                uses[arg] = uses.get(arg, 0) + 1
+        if getattr(expr.op, "name", "") == "relax.take" and expr.args[0] in by_var and int(expr.attrs.axis or 0) == 0:
+            tables.append(expr.args[0])
+
+    relax.analysis.post_order_visit(func.body, visit)
+    layers = []
+    for var in dict.fromkeys(tables):
+        spec = by_var[var]
+        if len(spec.shape) != 2 or uses.get(var) != 1:
+            continue
+        keep = f"row width {spec.shape[1]} < {MIN_WIDTH}" if spec.shape[1] < MIN_WIDTH else None
+        layers.append(Layer(spec.name, "embedding", tuple(spec.shape), keep))
+    return layers
+
+
+def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False) -> tuple[Lowered, dict[str, dict]]:
     """`lowered` with each weight in `choices` packed and decoded in-kernel; returns it and, per
-    packed weight, {scheme, bits_per_weight, bytes}. `row_dims` (weight -> n): that weight's first n
-    axes are its output rows (1 by default; a Winograd weight (16, K, C) has 2). `words`: store the
-    packed arrays as 32-bit words (kernels/dequant.as_words), the form GPU kernels read."""
+    packed weight, {scheme, bits_per_weight, bytes}. `words`: store the packed arrays as 32-bit words
+    (kernels/dequant.as_words), the form GPU kernels read."""
     import_tvm_compiler()
     from tvm import relax
 
@@ -107,9 +136,8 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], row_dims: dict[str, int] 
             specs.append(spec)
             weights[spec.name] = lowered.weights[spec.name]
             continue
-        rd = (row_dims or {}).get(spec.name, 1)
         w = lowered.weights[spec.name]
-        packed = quantize_weight(w.reshape(int(np.prod(w.shape[:rd])), -1) if rd > 1 else w, scheme, out_axis=0)
+        packed = quantize_weight(w, scheme, out_axis=0)
         stored = []
         for key, arr in packed.arrays.items():
             name = f"{spec.name}.{key}"
@@ -118,7 +146,7 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], row_dims: dict[str, int] 
             specs.append(TensorSpec.of(name, arr))
             weights[name] = arr
         params.extend(stored)
-        gv = bb.add_func(decode_func(scheme, tuple(spec.shape), packed.arrays, rd, words), DECODE_PREFIX + scheme.name)
+        gv = bb.add_func(decode_func(scheme, tuple(spec.shape), packed.arrays, words), DECODE_PREFIX + scheme.name)
         decoded = relax.DataflowVar(spec.name, relax.TensorType(tuple(spec.shape), "float32"))
         substitute[var] = decoded
         decodes.append(relax.VarBinding(decoded, relax.call_tir(gv, stored, decoded.ty)))
@@ -310,7 +338,8 @@ def choose(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list
     return layers, choices, info
 
 
-def summarize(info: dict, layers: list, weight_specs: list, stored: dict, report: dict) -> dict:
+def summarize(info: dict, layers: list, weight_specs: list, stored: dict, report: dict,
+              kept: str = "norms, biases and embeddings (not matmul/conv weights), and the layers marked fp32") -> dict:
     """Complete a `quant` record: per layer its scheme and stored bytes (or why it stayed float32),
     and bits per weight over the quantized layers and over all of `weight_specs` (the float32
     component's weights), given `stored` (every array written) and `report` (weight -> pack's entry)."""
@@ -324,7 +353,7 @@ def summarize(info: dict, layers: list, weight_specs: list, stored: dict, report
     total = sum(int(np.prod(s.shape)) for s in weight_specs)
     info["quantized_share"] = round(quantized / max(total, 1), 4)
     info["bits_per_weight"] = round(8 * sum(a.nbytes for a in stored.values()) / max(total, 1), 3)
-    info["kept_float32"] = "norms, biases and embeddings (not matmul/conv weights), and the layers marked fp32"
+    info["kept_float32"] = kept
     return info
 
 

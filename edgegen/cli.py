@@ -30,7 +30,7 @@ def cmd_build(args) -> int:
     report = build(args.model_dir, args.out, target=args.target, height=args.height, width=args.width,
                    batch=args.batch, overwrite=args.overwrite, progress=None if args.quiet else _progress_printer(),
                    quant=args.quant, attention=args.attention, minimum_ios=args.min_ios,
-                   chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb)
+                   chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb, precision=args.precision)
     result = _quant_final_check(args, report) if args.quant and args.final_check else None
     if args.json:
         print(json.dumps({**report.to_json(), **({"quant_result": result} if result else {})}, indent=1))
@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace an existing artifact at --out")
     b.add_argument("--quant", help="quantization scheme: fp16, w8, w4g32, w4g64, w4g128, pal4, pal6, ternary, w8a8, "
                                    "mixed:<dB>; the final output is then checked against the float32 pipeline")
+    b.add_argument("--precision", choices=["fp16", "fp32"],
+                   help="GPU targets: fp16 stores activations and float weights as float16 (float32 arithmetic); "
+                        "default fp16 on adreno, mali and metal, fp32 on opencl and webgpu")
     b.add_argument("--attention", choices=["original", "split-einsum"], default="original",
                    help="coreml: attention layout (split-einsum suits the Apple Neural Engine)")
     b.add_argument("--min-ios", type=int, choices=[16, 17, 18], default=16, help="coreml: minimum iOS version")

@@ -18,14 +18,12 @@ DECODE_PREFIX = "edgegen_decode_"
 PATTERN_NAMES = ("edgegen.decode_matmul", "edgegen.decode_conv2d")
 
 
-def _flat(shape: tuple, idx, row_dims: int = 1) -> tuple:
-    """(row, column) of weight element `idx` seen as [prod(shape[:row_dims]), prod(shape[row_dims:])]."""
-    row = col = 0
-    for d, i in zip(shape[:row_dims], idx[:row_dims]):
-        row = row * d + i
-    for d, i in zip(shape[row_dims:], idx[row_dims:]):
+def _flat(shape: tuple, idx) -> tuple:
+    """(row, column) of weight element `idx` seen as [shape[0], prod(shape[1:])]."""
+    col = 0
+    for d, i in zip(shape[1:], idx[1:]):
         col = col * d + i
-    return row, col
+    return idx[0], col
 
 
 def _code(byte, bits: int, i):
@@ -90,11 +88,9 @@ def _loaders(holders: dict, arrays: dict, words: bool):
     return load
 
 
-def decode_func(scheme, shape: tuple, arrays: dict[str, np.ndarray], row_dims: int = 1, words: bool = False):
+def decode_func(scheme, shape: tuple, arrays: dict[str, np.ndarray], words: bool = False):
     """A PrimFunc (inputs: the packed arrays in `arrays` order; output: the float32 weight of `shape`).
-    The arrays were packed from the weight seen as [prod(shape[:row_dims]), rest] (quantize_weight
-    on that reshape: a Winograd weight (16, K, C) has 16·K rows). `words`: the inputs are the
-    arrays' as_words() forms."""
+    `words`: the inputs are the arrays' as_words() forms."""
     from tvm import te, tirx
 
     from edgegen.core.quant import group_size
@@ -105,20 +101,17 @@ def decode_func(scheme, shape: tuple, arrays: dict[str, np.ndarray], row_dims: i
     stored = {k: as_words(a) if words else a for k, a in arrays.items()}
     holders = {k: te.placeholder(i64(a.shape), str(a.dtype), name=k) for k, a in stored.items()}
     load = _loaders(holders, arrays, words)
-    rows, width = int(np.prod(shape[:row_dims])), int(np.prod(shape[row_dims:]))
+    rows, width = shape[0], int(np.prod(shape[1:]))
 
     def byte(k):
         return load("codes", k)
 
     if scheme.kind == "float16":
         def value(*idx):
-            if tuple(arrays["w"].shape) == tuple(shape):
-                return load("w", *idx)
-            r, c = _flat(shape, idx, row_dims)
-            return load("w", r, c)
+            return load("w", *idx)
     elif scheme.kind == "linear" and scheme.group is None:
         def value(*idx):
-            r, c = _flat(shape, idx, row_dims)
+            r, c = _flat(shape, idx)
             return load("q", r, c).astype("float32") * load("scale", r, 0)
     elif scheme.kind in ("linear", "ternary"):
         group = group_size(scheme, width)
@@ -126,14 +119,14 @@ def decode_func(scheme, shape: tuple, arrays: dict[str, np.ndarray], row_dims: i
         bits, offset = (2, 1) if scheme.kind == "ternary" else (4, 8)
 
         def value(*idx):
-            r, c = _flat(shape, idx, row_dims)
+            r, c = _flat(shape, idx)
             code = _code(byte, bits, r * padded + c)
             return (code - offset).astype("float32") * load("scale", r, c // group)
     elif scheme.kind == "palette":
         per_table = rows // arrays["lut"].shape[0]
 
         def value(*idx):
-            r, c = _flat(shape, idx, row_dims)
+            r, c = _flat(shape, idx)
             return load("lut", r // per_table, _code(byte, scheme.bits, r * width + c))
     else:
         raise ValueError(f"{scheme.name}: no decode kernel for kind {scheme.kind!r}")
@@ -142,8 +135,7 @@ def decode_func(scheme, shape: tuple, arrays: dict[str, np.ndarray], row_dims: i
 
 
 def make_fusion_pass():
-    """FuseOpsByPattern: decode -> [permute_dims] -> matmul/conv2d [-> add] as one kernel (the decoded
-    weight as the matmul's second operand, or as its first in Winograd's U · V)."""
+    """FuseOpsByPattern: decode -> [permute_dims] -> matmul/conv2d [-> add] as one kernel."""
     from tvm import relax
     from tvm.relax.dpl import GlobalVarPattern, is_op, wildcard
     from tvm.relax.dpl.pattern import _is_call_tir
@@ -155,8 +147,7 @@ def make_fusion_pass():
         return is_op("relax.add")(core, wildcard()) | is_op("relax.add")(wildcard(), core)
 
     decoded = decode()
-    matmul = (is_op("relax.matmul")(wildcard(), is_op("relax.permute_dims")(decoded) | decoded)
-              | is_op("relax.matmul")(decode(), wildcard()))    # Winograd's batched GEMM: U · V
+    matmul = is_op("relax.matmul")(wildcard(), is_op("relax.permute_dims")(decoded) | decoded)
     conv = is_op("relax.nn.conv2d")(wildcard(), decode())
     patterns = [(PATTERN_NAMES[0], with_add(matmul)), (PATTERN_NAMES[0], matmul),
                 (PATTERN_NAMES[1], with_add(conv)), (PATTERN_NAMES[1], conv)]

@@ -123,10 +123,11 @@ def choose(weight_shape, attrs) -> tuple[bool, str]:
     return True, f"{c}->{k} channels: 16 multiplies per 2x2 output tile instead of 36"
 
 
-def rewrite(lowered_module, weights: dict, weight_specs: list, decisions: list):
+def rewrite(lowered_module, weights: dict, weight_specs: list, decisions: list, packed: dict | None = None):
     """Rewrite eligible conv2d calls on weight parameters of `main` into the Winograd form, with the
     weight replaced by U (computed here, once). Returns the new module; `weights` and
-    `weight_specs` are updated in place; `decisions` receives one entry per 3x3 convolution."""
+    `weight_specs` are updated in place; `decisions` receives one entry per 3x3 convolution.
+    `packed` (weight -> scheme name): weights to be quantized, which keep the direct convolution."""
     from tvm import relax
     from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
@@ -150,6 +151,10 @@ def rewrite(lowered_module, weights: dict, weight_specs: list, decisions: list):
         ok, reason = choose(shape, expr.attrs)
         if ok and rw.uses.get(index, 0) != 1:
             ok, reason = False, "the weight is shared with other operators"
+        scheme = (packed or {}).get(weight_specs[index].name)
+        if ok and scheme is not None:
+            ok, reason = False, (f"weight packed as {scheme}: the direct convolution decodes the 3x3 weight, where "
+                                 f"Winograd's transformed weight would store 16/9 as many codes")
         decisions.append({"weight": weight_specs[index].name, "input": data, "out_channels": shape[0],
                           "kernel": "winograd" if ok else "direct", "reason": reason})
         if not ok:

@@ -71,9 +71,16 @@ class PlanComponent:
         return out
 
     def outputs(self) -> list[tuple[str, int, dict]]:
-        return [(spec.name, *self.arena_tensor(self.plan["outputs"][spec.name])) for spec in self.component.outputs]
+        """(name, arena offset, entry) per output; the entry's `host_dtype` is the component's (a plan
+        stored in float16 returns float32, as its specs say)."""
+        found = []
+        for spec in self.component.outputs:
+            offset, entry = self.arena_tensor(self.plan["outputs"][spec.name])
+            found.append((spec.name, offset, {**entry, "host_dtype": spec.dtype}))
+        return found
 
 
 def as_array(raw: bytes | memoryview, entry: dict) -> np.ndarray:
-    return np.frombuffer(bytes(raw), dtype=entry["dtype"], count=int(np.prod(entry["shape"], dtype=np.int64))) \
-        .reshape(entry["shape"]).copy()
+    """An arena tensor's bytes as an array of its shape, in its `host_dtype` where one is given."""
+    arr = np.frombuffer(bytes(raw), dtype=entry["dtype"], count=int(np.prod(entry["shape"], dtype=np.int64)))
+    return arr.reshape(entry["shape"]).astype(entry.get("host_dtype", entry["dtype"]))

@@ -68,7 +68,14 @@ class Session:
                                          "max-buffer-size", "max-compute-workgroup-storage-size",
                                          "max-compute-invocations-per-workgroup", "max-compute-workgroup-size-x",
                                          "max-compute-workgroup-size-y", "max-compute-workgroup-size-z")}
-        self.device = adapter.request_device_sync(required_limits=wanted)
+        features = []
+        if any(t["dtype"] == "float16" for t in plan["tensors"].values()):     # a plan built with --precision fp16
+            if "shader-f16" not in adapter.features:
+                raise BackendUnavailableError(
+                    f"component {component.name!r} stores float16 tensors, and this WebGPU adapter "
+                    f"({adapter.info['device']}) lacks the shader-f16 feature; rebuild with --precision fp32")
+            features.append("shader-f16")
+        self.device = adapter.request_device_sync(required_limits=wanted, required_features=features)
         usage = wgpu.BufferUsage
         self.arena = self.device.create_buffer(size=_pad(max(plan["arena_bytes"], 256)),
                                                usage=usage.STORAGE | usage.COPY_SRC | usage.COPY_DST)

@@ -20,6 +20,10 @@ class DeviceProfile:
     max_kernel_args: int = 0          # buffers + scalars (WebGPU: storage buffers per shader stage)
     max_program_bytes: int = 0        # kernel source size a driver compiles without trouble
     preferred_vector_width: int = 0   # float lanes the device's ALUs prefer
+    # float16: whether the device's kernels can compute in it (OpenCL cl_khr_fp16, WebGPU shader-f16, Apple
+    # GPUs), and the precision GPU builds take by default (fp16: float16 in memory, see converters/half_storage)
+    fp16_arithmetic: bool = False
+    default_precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -85,18 +89,21 @@ TARGETS.update({
                                         "max_num_threads": 256, "max_threads_per_block": 256,
                                         "max_shared_memory_per_block": 16384, "thread_warp_size": 1},
                    DeviceProfile("adreno-7xx", 6 * _GIB, 1 * _GIB, "Qualcomm Adreno 6xx/7xx (Snapdragon), OpenCL 3.0",
-                                 1024, (1024, 1024, 1024), 32768, 128, 4 * _MIB, 4),
+                                 1024, (1024, 1024, 1024), 32768, 128, 4 * _MIB, 4, fp16_arithmetic=True,
+                                 default_precision="fp16"),
                    "Qualcomm Adreno through OpenCL (TVM's Adreno TIR pipeline)", ("qcom",)),
     "mali": Target("mali", "opencl", {"kind": "opencl", "device": "mali", "keys": ["mali", "opencl", "gpu"],
                                     "max_num_threads": 256, "max_threads_per_block": 256,
                                     "max_shared_memory_per_block": 16384, "thread_warp_size": 1},
                  DeviceProfile("mali-valhall", 6 * _GIB, 1 * _GIB, "Arm Mali/Immortalis Valhall (G710, G715), OpenCL 3.0",
-                               1024, (1024, 1024, 1024), 32768, 128, 4 * _MIB, 4),
+                               1024, (1024, 1024, 1024), 32768, 128, 4 * _MIB, 4, fp16_arithmetic=True,
+                               default_precision="fp16"),
                  "Arm Mali through OpenCL"),
     "metal": Target("metal", "metal", {"kind": "metal", "max_num_threads": 256, "max_threads_per_block": 256,
                                      "max_shared_memory_per_block": 32768, "thread_warp_size": 32},
                   DeviceProfile("apple-gpu", 6 * _GIB, 1 * _GIB, "Apple GPU (A14 and later, M1 and later); kernels "
-                                "run on macOS/iOS only", 1024, (1024, 1024, 1024), 32768, 31, 4 * _MIB, 4),
+                                "run on macOS/iOS only", 1024, (1024, 1024, 1024), 32768, 31, 4 * _MIB, 4,
+                                fp16_arithmetic=True, default_precision="fp16"),
                   "Metal Shading Language kernels + launch plan (executing them needs macOS or iOS)"),
     "webgpu": Target("webgpu", "webgpu", {"kind": "webgpu", "max_num_threads": 256,
                                         "max_shared_memory_per_block": 16384, "thread_warp_size": 1},
