@@ -20,7 +20,6 @@ import numpy as np
 
 from edgegen.core.errors import EdgegenError, UnsupportedOpError
 from edgegen.core.launch_plan import dtype_bytes
-
 from edgegen.core.specs import TensorSpec
 
 from . import half_storage, lower

@@ -28,7 +28,7 @@ def _group_norm_module(shape, groups, silu=True):
     return bb.get()
 
 
-def run_through_plan(tmp_path, module, inputs: dict, weights: dict, target: str, limits=None):
+def run_through_plan(tmp_path, module, inputs: dict, weights: dict, target: str, limits=None, precision="fp32"):
     """Lower `module` (inputs first, then weights) for `target`, write its plan, run it on the backend."""
     from edgegen.converters import gpu
     from edgegen.converters.lower import Lowered
@@ -37,7 +37,7 @@ def run_through_plan(tmp_path, module, inputs: dict, weights: dict, target: str,
     tgt = get_target(target)
     lowered = Lowered(module, [TensorSpec.of(n, a) for n, a in weights.items()], dict(weights))
     built = gpu.lower_to_plan(lowered, list(inputs), ["out"], tgt.tvm_target, limits or gpu.limits_of(tgt.profile),
-                              tgt.backend)
+                              tgt.backend, precision=precision)
     files = gpu.write_files(built, tmp_path, "k", tgt.backend)
     session = gpu.open_session(built, tmp_path, files, "k", tgt.backend, inputs)
     try:
@@ -371,3 +371,46 @@ def test_build_time_weight_rewrites_on_the_cpu_target(case):
     vm = relax.VirtualMachine(executable, tvm.cpu())
     out = vm["main"](tvm.runtime.tensor(x), *(tvm.runtime.tensor(weights[s.name]) for s in specs)).numpy()
     np.testing.assert_allclose(out, expected, atol=2e-4, rtol=1e-4)
+
+
+def _fp16_cases():
+    """(module, inputs, weights, numpy reference of the float16-rounded values) per edgegen kernel."""
+    from edgegen.kernels.attention import attention
+    from edgegen.kernels.geglu import geglu
+
+    rng = np.random.default_rng(5)
+
+    def r(a):
+        return a.astype(np.float16).astype(np.float32)
+
+    x, gamma, beta = _gn_case()
+    yield "group_norm_silu", _group_norm_module(x.shape, 32), {"x": x}, {"gamma": gamma, "beta": beta}, \
+        group_norm_silu(r(x), r(gamma), r(beta), 32, 1e-5)
+    bh, s, length, d = 4, 100, 77, 40
+    q, kt, v = (rng.standard_normal(sh).astype(np.float32) for sh in ((bh, s, d), (bh, d, length), (bh, length, d)))
+    yield "flash_attention", _attention_module(bh, s, length, d), {"q": q, "kt": kt, "v": v}, {}, \
+        attention(r(q), r(kt), r(v))
+    c = rng.standard_normal((1, 16, 11, 9)).astype(np.float32)
+    w = (rng.standard_normal((24, 16, 3, 3)) / 16).astype(np.float32)
+    b = rng.standard_normal((1, 24, 1, 1)).astype(np.float32)
+    yield "winograd_conv2d", _conv_module(c.shape, w.shape), {"x": c}, {"w": w, "b": b}, \
+        _direct_conv(r(c), w, 1) + b
+    g = rng.standard_normal((2, 20, 24)).astype(np.float32)
+    gw = (rng.standard_normal((64, 24)) / 5).astype(np.float32)
+    gb = rng.standard_normal(64).astype(np.float32)
+    yield "geglu", _geglu_module(g.shape, gw.shape), {"x": g}, {"w": gw, "b": gb}, geglu(r(g), r(gw), r(gb))
+
+
+@pytest.mark.parametrize("target", [pytest.param("opencl", marks=pytest.mark.opencl),
+                                    pytest.param("webgpu", marks=pytest.mark.webgpu)])
+@pytest.mark.parametrize("case", ["group_norm_silu", "flash_attention", "winograd_conv2d", "geglu"])
+def test_kernels_with_fp16_storage_on_gpu_runtimes(tmp_path, monkeypatch, target, case):
+    """Every kernel with float16 in memory and float32 arithmetic, against its numpy reference on the
+    same float16-rounded inputs: what is left is the rounding of the stored intermediates and output."""
+    from edgegen.kernels import attention as attn
+
+    monkeypatch.setattr(attn, "FLASH_MIN_SCORE_BYTES", 0)
+    module, inputs, weights, want = next(c[1:] for c in _fp16_cases() if c[0] == case)
+    built, out = run_through_plan(tmp_path, module, inputs, weights, target, precision="fp16")
+    assert all(t["dtype"] == "float16" for t in built.plan["tensors"].values() if t["dtype"].startswith("float"))
+    np.testing.assert_allclose(out, want, atol=2e-3 * np.abs(want).max(), rtol=2e-3)
