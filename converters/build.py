@@ -151,7 +151,7 @@ def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict
             choices.update({lay.weight: scheme for lay in tables if lay.keep is None})
     built = stages.run(f"{name}: compile kernels for {target.name} + launch plan", gpu.lower_to_plan, lowered,
                        list(cap.inputs), cap.outputs, tvm_target, gpu.limits_of(target.profile), target.backend,
-                       quant=choices, precision=precision)
+                       quant=choices, precision=precision, roofline=target.profile.roofline)
     gpu.check_memory(built.plan, target.profile, f"component {name!r}")
     files = gpu.write_files(built, writer.tmp, name, target.backend)
     plan = built.plan

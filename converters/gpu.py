@@ -102,14 +102,15 @@ def _bool_constants_as_int32():
 
 def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[str], tvm_target: dict,
                   limits: Limits, language: str, edgegen_kernels: bool = True, quant: dict | None = None,
-                  precision: str = "fp32") -> GpuBuild:
+                  precision: str = "fp32", roofline: str = "") -> GpuBuild:
     """`edgegen_kernels=False` leaves out edgegen's kernels (Winograd, flash attention, fused
     GroupNorm+SiLU, GEGLU epilogue): TVM's own fusion and dlight's schedules alone, the baseline they are
     measured against in benchmarks/kernels.py. `quant` (weight -> Scheme, named as in `lowered`)
     packs those weights, after the weight rewrites (a GEGLU projection as its two halves; a packed 3x3
     conv keeps the direct kernel); the kernels that read them decode them in-kernel.
     `precision` "fp16": every float tensor in global memory (activations, the arena, float weights)
-    is stored as float16, with float32 arithmetic in the kernels (converters/half_storage.py)."""
+    is stored as float16, with float32 arithmetic in the kernels (converters/half_storage.py).
+    `roofline` (an entry of device_profiles.json): per-layer kernel choices by that device's roofline."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     half = precision == "fp16"
@@ -126,7 +127,7 @@ def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[s
     module = lowered.module
     if edgegen_kernels:     # rewrites that transform weights, once, here
         module = winograd.rewrite(module, weights, specs, convolutions,
-                                  {n: sch.name for n, sch in (quant or {}).items()})
+                                  {n: sch.name for n, sch in (quant or {}).items()}, _device(roofline, half))
         module = geglu.rewrite(module, weights, specs, feed_forward)
     packed: dict = {}
     if quant:
@@ -153,6 +154,18 @@ def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[s
     source = "".join(f"// edgegen-program: {n}\n{p['source']}\n" for n, p in programs.items())
     return GpuBuild(plan, source, graph.constants, guard, attention, convolutions, feed_forward, weights, specs,
                     quant=packed, kernels=kernels)
+
+
+def _device(roofline: str, half: bool) -> dict | None:
+    """The roofline figures kernel choices are weighed with (see winograd.roofline), or None."""
+    if not roofline:
+        return None
+    from edgegen.core.targets import device_profile
+
+    dev = device_profile(roofline)
+    precision = "fp16" if half else "fp32"
+    return {"name": f"{roofline} {precision}", "flops": dev["peak_flops"][precision],
+            "bandwidth": dev["memory_bandwidth_bytes_per_s"], "bytes": 2 if half else 4}
 
 
 def _flash_flops(attention: list) -> dict[str, float]:

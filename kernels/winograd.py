@@ -16,6 +16,9 @@ import numpy as np
 NAME = "edgegen.winograd_conv2d"
 PREFIX = "edgegen_winograd"
 MIN_CHANNELS = 8       # below this the transforms cost more than the multiplies they save
+# Winograd's scratch (V and M, each 4x the activations) costs arena memory: by the roofline it must take
+# at most this share of the direct convolution's time
+MAX_TIME_RATIO = 0.8
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
@@ -123,11 +126,38 @@ def choose(weight_shape, attrs) -> tuple[bool, str]:
     return True, f"{c}->{k} channels: 16 multiplies per 2x2 output tile instead of 36"
 
 
-def rewrite(lowered_module, weights: dict, weight_specs: list, decisions: list, packed: dict | None = None):
+def roofline(weight_shape, data_shape, padding, device: dict) -> tuple[bool, str]:
+    """Winograd or direct by the device's roofline: each form's time is max(FLOPs / peak, bytes /
+    bandwidth). Winograd does 16/36 of the multiplies but writes V and M, each 4x the activations, and
+    reads them back: with few channels over many pixels (a VAE decoder at full resolution) that traffic
+    outweighs the multiplies saved, and V and M take arena memory, hence MAX_TIME_RATIO. `device`:
+    {"name", "flops" (peak FLOP/s), "bandwidth" (bytes/s), "bytes" (per stored element)}."""
+    k, c = weight_shape[:2]
+    n, _, h, w = data_shape
+    oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
+    tiles = n * ((oh + 1) // 2) * ((ow + 1) // 2)
+    pixels_in, pixels_out, b = n * h * w, n * oh * ow, device["bytes"]
+    direct = (2 * 9 * c * k * pixels_out, (c * pixels_in + k * pixels_out + 9 * c * k) * b)
+    # input transform (16 terms per V element), 16 GEMMs, output transform (16 terms per output)
+    wino = (32 * 16 * c * tiles + 2 * 16 * c * k * tiles + 32 * k * pixels_out,
+            (c * pixels_in + 2 * 16 * c * tiles + 16 * c * k + 2 * 16 * k * tiles + k * pixels_out) * b)
+
+    def seconds(cost):
+        return max(cost[0] / device["flops"], cost[1] / device["bandwidth"])
+
+    t_direct, t_wino = seconds(direct), seconds(wino)
+    return t_wino <= MAX_TIME_RATIO * t_direct, (f"roofline on {device['name']}: Winograd {t_wino * 1e3:.2f} ms vs "
+                                                 f"direct {t_direct * 1e3:.2f} ms (Winograd needs ≤ "
+                                                 f"{MAX_TIME_RATIO:.0%} for its scratch memory)")
+
+
+def rewrite(lowered_module, weights: dict, weight_specs: list, decisions: list, packed: dict | None = None,
+            device: dict | None = None):
     """Rewrite eligible conv2d calls on weight parameters of `main` into the Winograd form, with the
     weight replaced by U (computed here, once). Returns the new module; `weights` and
     `weight_specs` are updated in place; `decisions` receives one entry per 3x3 convolution.
-    `packed` (weight -> scheme name): weights to be quantized, which keep the direct convolution."""
+    `packed` (weight -> scheme name): weights to be quantized, which keep the direct convolution.
+    `device` (see roofline): eligible convolutions take Winograd only where the roofline says faster."""
     from tvm import relax
     from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
@@ -155,6 +185,9 @@ def rewrite(lowered_module, weights: dict, weight_specs: list, decisions: list, 
         if ok and scheme is not None:
             ok, reason = False, (f"weight packed as {scheme}: the direct convolution decodes the 3x3 weight, where "
                                  f"Winograd's transformed weight would store 16/9 as many codes")
+        if ok and device is not None:
+            ok, why = roofline(shape, data, [int(p) for p in expr.attrs.padding][:2], device)
+            reason = f"{reason}; {why}" if ok else f"{shape[1]}->{shape[0]} channels: {why}"
         decisions.append({"weight": weight_specs[index].name, "input": data, "out_channels": shape[0],
                           "kernel": "winograd" if ok else "direct", "reason": reason})
         if not ok:

@@ -24,6 +24,8 @@ class DeviceProfile:
     # GPUs), and the precision GPU builds take by default (fp16: float16 in memory, see converters/half_storage)
     fp16_arithmetic: bool = False
     default_precision: str = "fp32"
+    # the device_profiles.json entry (peak FLOP/s, bandwidth) whose roofline picks per-layer kernels
+    roofline: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,20 +92,20 @@ TARGETS.update({
                                         "max_shared_memory_per_block": 16384, "thread_warp_size": 1},
                    DeviceProfile("adreno-7xx", 6 * _GIB, 1 * _GIB, "Qualcomm Adreno 6xx/7xx (Snapdragon), OpenCL 3.0",
                                  1024, (1024, 1024, 1024), 32768, 128, 4 * _MIB, 4, fp16_arithmetic=True,
-                                 default_precision="fp16"),
+                                 default_precision="fp16", roofline="adreno-740"),
                    "Qualcomm Adreno through OpenCL (TVM's Adreno TIR pipeline)", ("qcom",)),
     "mali": Target("mali", "opencl", {"kind": "opencl", "device": "mali", "keys": ["mali", "opencl", "gpu"],
                                     "max_num_threads": 256, "max_threads_per_block": 256,
                                     "max_shared_memory_per_block": 16384, "thread_warp_size": 1},
                  DeviceProfile("mali-valhall", 6 * _GIB, 1 * _GIB, "Arm Mali/Immortalis Valhall (G710, G715), OpenCL 3.0",
                                1024, (1024, 1024, 1024), 32768, 128, 4 * _MIB, 4, fp16_arithmetic=True,
-                               default_precision="fp16"),
+                               default_precision="fp16", roofline="mali-g715"),
                  "Arm Mali through OpenCL"),
     "metal": Target("metal", "metal", {"kind": "metal", "max_num_threads": 256, "max_threads_per_block": 256,
                                      "max_shared_memory_per_block": 32768, "thread_warp_size": 32},
                   DeviceProfile("apple-gpu", 6 * _GIB, 1 * _GIB, "Apple GPU (A14 and later, M1 and later); kernels "
                                 "run on macOS/iOS only", 1024, (1024, 1024, 1024), 32768, 31, 4 * _MIB, 4,
-                                fp16_arithmetic=True, default_precision="fp16"),
+                                fp16_arithmetic=True, default_precision="fp16", roofline="a17-pro"),
                   "Metal Shading Language kernels + launch plan (executing them needs macOS or iOS)"),
     "webgpu": Target("webgpu", "webgpu", {"kind": "webgpu", "max_num_threads": 256,
                                         "max_shared_memory_per_block": 16384, "thread_warp_size": 1},

@@ -414,3 +414,18 @@ def test_kernels_with_fp16_storage_on_gpu_runtimes(tmp_path, monkeypatch, target
     built, out = run_through_plan(tmp_path, module, inputs, weights, target, precision="fp16")
     assert all(t["dtype"] == "float16" for t in built.plan["tensors"].values() if t["dtype"].startswith("float"))
     np.testing.assert_allclose(out, want, atol=2e-3 * np.abs(want).max(), rtol=2e-3)
+
+
+def test_winograd_is_chosen_by_the_devices_roofline():
+    """SD shapes on Adreno 740 at fp16: Winograd for the UNet's wide convolutions, direct for the VAE
+    decoder's full-resolution ones (memory-bound: V and M would be 4x the activations) and for 8x8
+    maps, where U's 16/9 weight bytes dominate."""
+    from edgegen.converters.gpu import _device
+    from edgegen.kernels.winograd import roofline
+
+    device = _device("adreno-740", True)
+    unet = [roofline((k, k, 3, 3), (2, k, hw, hw), (1, 1), device)[0] for k, hw in ((320, 64), (640, 32), (1280, 16))]
+    vae = [roofline((k, k, 3, 3), (1, k, hw, hw), (1, 1), device)[0] for k, hw in ((128, 512), (256, 512), (256, 256))]
+    assert all(unet) and not any(vae)
+    ok, reason = roofline((1280, 1280, 3, 3), (2, 1280, 8, 8), (1, 1), device)
+    assert not ok and "roofline on adreno-740 fp16" in reason
