@@ -14,6 +14,9 @@ from edgegen.core.specs import TensorSpec
 
 def import_tvm_compiler():
     """The full TVM (compiler included), or an error that says why it is not there."""
+    from edgegen.runtimes.tvm_import import size_thread_pool
+
+    size_thread_pool()      # the build's parity runs start TVM's pool; later loads in this process share it
     tvm = sys.modules.get("tvm")
     if tvm is not None:
         from tvm.base import _RUNTIME_ONLY

@@ -88,14 +88,15 @@ def _mixed_target(scheme: str) -> float | None:
 def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut riding a horse",
              negative_prompt: str = "", num_inference_steps: int = 10, guidance_scale: float | None = None,
              seed: int = 0, scheduler: str | None = None, trace: bool = False,
-             bisect: bool | None = None) -> ValidationReport:
+             bisect: bool | None = None, threads: int | None = None) -> ValidationReport:
     """Run the artifact and its source model side by side from the same inputs. `trace` checks
     every kernel's output of TVM artifacts for NaN/Inf and float16 overflow (done anyway when a
     NaN/Inf shows up). `bisect`: find the denoiser's first diverging layer/kernel; None (default)
-    does it when the denoiser or a step falls under the gate."""
+    does it when the denoiser or a step falls under the gate. `threads`: CPU threads for the
+    artifact's calls (default: every core this process may use)."""
     from edgegen.runtimes import load
 
-    rt = load(artifact_dir)
+    rt = load(artifact_dir, threads=threads)
     try:
         if rt.artifact.pipeline["kind"] == "class-conditional-dit":
             report = _validate_dit(rt, model_dir, num_inference_steps, guidance_scale, seed, scheduler)

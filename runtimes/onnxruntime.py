@@ -7,6 +7,7 @@ import importlib.util
 import numpy as np
 
 from edgegen.core.artifact import Artifact, Component
+from edgegen.core.cpus import available_cores
 from edgegen.core.errors import InputError
 from edgegen.core.specs import check_inputs
 
@@ -38,12 +39,15 @@ def adapt_feed(session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 class Session:
-    def __init__(self, artifact: Artifact, component: Component):
+    """`threads`: onnxruntime's intra-op threads (default: every core this process may use)."""
+
+    def __init__(self, artifact: Artifact, component: Component, threads: int | None = None):
         import onnxruntime as ort
 
         self.component = component
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        self.threads = opts.intra_op_num_threads = threads or available_cores()
         self._sess = ort.InferenceSession(str(artifact.file(component.files["model"])), opts,
                                           providers=["CPUExecutionProvider"])
         self._names = [s.name for s in component.outputs]
@@ -57,5 +61,5 @@ class Session:
         self._sess = None
 
 
-def load(artifact: Artifact, component: Component) -> Session:
-    return Session(artifact, component)
+def load(artifact: Artifact, component: Component, threads: int | None = None) -> Session:
+    return Session(artifact, component, threads)
