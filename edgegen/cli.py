@@ -90,7 +90,7 @@ def cmd_run(args) -> int:
     from edgegen.runtimes import load
 
     t0 = time.perf_counter()
-    pipe = load(args.artifact)
+    pipe = load(args.artifact, threads=args.threads)
     t_load = time.perf_counter() - t0
     sampling = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed,
                 "scheduler": args.scheduler}
@@ -175,7 +175,7 @@ def cmd_validate(args) -> int:
 
     report = validate(args.artifact, args.model_dir, prompt=args.prompt, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler, trace=args.trace,
-                      bisect=True if args.bisect else None)
+                      bisect=True if args.bisect else None, threads=args.threads)
     if args.report:
         from edgegen.validation import write_report
 
@@ -213,7 +213,7 @@ def cmd_bench(args) -> int:
     from edgegen.bench import bench
 
     report = bench(args.artifact, device=args.device, runs=args.runs, warmup=args.warmup, steps=args.steps,
-                   run_timeout_s=args.run_timeout)
+                   run_timeout_s=args.run_timeout, total_timeout_s=args.total_timeout, threads=args.threads)
     data = report.to_json()
     if args.out:
         with open(args.out, "w") as f:
@@ -221,7 +221,7 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(data, indent=1))
     else:
-        print(f"device {report.device}: cold start {_fmt(report.cold_start_s, 's')}, "
+        print(f"device {report.device}, {report.threads or 'n/a'} threads: cold start {_fmt(report.cold_start_s, 's')}, "
               f"{report.steps} steps {_fmt(report.image_s, 's')} per image, peak RSS "
               + (f"{report.peak_rss_bytes / 1e6:.0f} MB" if report.peak_rss_bytes else f"n/a ({report.memory_note})"))
         print(f"  {'component':14s} {'median ms':>10s} {'min':>9s} {'max':>9s} {'IQR':>8s}  runs ok / errors")
@@ -236,7 +236,7 @@ def cmd_bench(args) -> int:
 def cmd_profile(args) -> int:
     from edgegen.profiling import CATEGORIES, profile
 
-    result = profile(args.artifact, runs=args.runs, steps=args.steps)
+    result = profile(args.artifact, runs=args.runs, steps=args.steps, threads=args.threads)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
@@ -246,6 +246,7 @@ def cmd_profile(args) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
+    print(f"on {result['threads']} CPU threads")
     print(f"{'ms':>10s} " + " ".join(f"{c:>14s}" for c in CATEGORIES))
     for name, comp in result["components"].items():
         print(f"{name:>10s} " + " ".join(f"{comp['categories_ms'][c]:14.3f}" for c in CATEGORIES))
@@ -306,14 +307,14 @@ def cmd_demo(args) -> int:
     from edgegen.demo import run_demo
 
     result = run_demo(args.model, cache=args.cache, out=args.out, steps=args.steps, guidance=args.guidance,
-                      seed=args.seed, progress=None if args.json else _progress_printer())
+                      seed=args.seed, threads=args.threads, progress=None if args.json else _progress_printer())
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         print(f"wrote {result['image']}: 10x10 digits (one digit per row), {result['steps']} steps, "
               f"guidance {result['guidance_scale']}")
         print(f"class accuracy {result['class_accuracy']:.1%} over {result['images']} images; "
-              f"{result['ms_per_image']:.1f} ms per image on this CPU")
+              f"{result['ms_per_image']:.1f} ms per image on this CPU ({result['threads']} threads)")
     return 0
 
 
@@ -350,12 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scheduler", choices=["ddim", "euler"], help="override the artifact's scheduler")
         p.add_argument("--json", action="store_true")
 
+    def threads(p):
+        p.add_argument("--threads", type=int, help="CPU threads for the artifact's calls (default: every core this "
+                                                   "process may use, from its CPU affinity and cgroup quota)")
+
     r = sub.add_parser("run", help="generate an image with an artifact (no torch needed)")
     r.add_argument("artifact")
     r.add_argument("--negative-prompt", default="")
     r.add_argument("--label", help="class id or name, for class-conditional models")
     r.add_argument("--out", default="image.png")
     sampling(r)
+    threads(r)
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("inspect", help="show what an artifact holds")
@@ -373,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--trace", action="store_true",
                    help="check every kernel's output for NaN/Inf and float16 overflow (TVM artifacts)")
     sampling(v)
+    threads(v)
     v.set_defaults(func=cmd_validate, steps=10, prompt="a photo of an astronaut riding a horse")
 
     d = sub.add_parser("demo", help="build the digits generator for the CPU and draw a 10x10 grid of samples")
@@ -382,7 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--runs", type=int, default=10)
     be.add_argument("--warmup", type=int, default=2)
     be.add_argument("--steps", type=int, default=20, help="denoising steps for the end-to-end time")
-    be.add_argument("--run-timeout", type=float, default=120.0, help="seconds to wait for any one result")
+    be.add_argument("--run-timeout", type=float,
+                    help="seconds to wait for one result beyond twice its expected time (default: as long as the "
+                         "work takes here; 120 on a remote device)")
+    be.add_argument("--total-timeout", type=float, default=1800.0, help="seconds the whole bench may take")
+    threads(be)
     be.add_argument("--out", help="write the report as JSON here")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)
@@ -394,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--chart", help="write a bar chart (PNG) here")
     pr.add_argument("--out", help="write the profile as JSON here")
     pr.add_argument("--json", action="store_true")
+    threads(pr)
     pr.set_defaults(func=cmd_profile)
 
     es = sub.add_parser("estimate", help="roofline latency on a phone GPU from the artifact's kernel table")
@@ -411,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--guidance", type=float)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--json", action="store_true")
+    threads(d)
     d.set_defaults(func=cmd_demo)
     return parser
 
