@@ -77,7 +77,7 @@ def to_relax(exported_program, num_inputs: int, what: str) -> Lowered:
     values = params.get("main", [])
     if len(relax_params) != len(values):
         raise EdgegenError(f"{what}: {len(relax_params)} weight parameters but {len(values)} values")
-    mod = _drop_redundant_broadcasts(mod)
+    mod = _clip_gather_indices(_drop_redundant_broadcasts(mod))
     # a component's wrapper may hold modules it never calls (the VAE encoder beside the decoder)
     used = set(relax.analysis.free_vars(mod["main"].body))
     kept = [(v, value) for v, value in zip(relax_params, values) if v in used]
@@ -127,6 +127,22 @@ def _drop_redundant_broadcasts(mod):
 
     main = rewrite_call(broadcast, same_shape, rewrite_call(matmul, weight_2d, mod["main"]))
     mod.update_func(mod.get_global_var("main"), main)
+    return mod
+
+
+def _clip_gather_indices(mod):
+    """torch's frontend emits take (embedding lookups, index_select) in TVM's "fast" mode, which
+    reads out of bounds on an index past the end; "clip" clamps the index, for one min/max each."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    def clip(expr, matches):
+        if expr.attrs.mode != "fast":
+            return expr
+        return relax.op.take(expr.args[0], expr.args[1], expr.attrs.axis, mode="clip")
+
+    mod.update_func(mod.get_global_var("main"), rewrite_call(is_op("relax.take")(wildcard(), wildcard()), clip,
+                                                              mod["main"]))
     return mod
 
 
