@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgegen.core.errors import EdgegenError, MissingDependencyError, UnsupportedOpError
+from edgegen.core.quiet import warnings_hidden
 from edgegen.core.specs import TensorSpec
+
+# torch's ExportedProgram.run_decompositions deep-copies its own tree specs, and copying a LeafSpec
+# warns that LeafSpec is deprecated (torch 2.13): nothing a caller can change.
+TORCH_LEAFSPEC_COPY = (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def import_tvm_compiler():
@@ -62,8 +67,9 @@ def to_relax(exported_program, num_inputs: int, what: str) -> Lowered:
     from tvm.relax.frontend.torch import from_exported_program
 
     try:
-        mod = from_exported_program(exported_program, keep_params_as_input=True,
-                                    unwrap_unit_return_tuple=True)
+        with warnings_hidden(TORCH_LEAFSPEC_COPY):
+            mod = from_exported_program(exported_program, keep_params_as_input=True,
+                                        unwrap_unit_return_tuple=True)
     except AssertionError as exc:
         match = re.search(r"Unsupported function types (\[.*\])", str(exc))
         if not match:

@@ -9,6 +9,7 @@ import numpy as np
 from edgegen.core.artifact import Artifact, Component
 from edgegen.core.cpus import available_cores
 from edgegen.core.errors import InputError
+from edgegen.core.quiet import verbose
 from edgegen.core.specs import check_inputs
 
 INSTALL_HINT = "pip install 'edgegen[onnx]' (onnxruntime==1.31.1)"
@@ -46,7 +47,7 @@ class Session:
 
         self.component = component
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = 2 if verbose() else 3     # 2: onnxruntime's default, warnings
         self.threads = opts.intra_op_num_threads = threads or available_cores()
         self._sess = ort.InferenceSession(str(artifact.file(component.files["model"])), opts,
                                           providers=["CPUExecutionProvider"])
