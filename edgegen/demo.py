@@ -43,7 +43,8 @@ def run_demo(model_dir: str | Path | None = None, cache: str | Path = ".cache/ed
     pipe = edgegen.runtimes.load(artifact_dir, threads=threads)
     labels = np.repeat(np.arange(10), samples_per_class)
     t0 = time.perf_counter()
-    result = pipe(labels.tolist(), num_inference_steps=steps, guidance_scale=guidance, seed=seed, output_type="np")
+    result = pipe(labels.tolist(), num_inference_steps=steps, guidance_scale=guidance, seed=seed, output_type="np",
+                  progress=progress)
     seconds = time.perf_counter() - t0
     pipe.close()
     accuracy = DigitClassifier.load().accuracy(result.images, labels)
