@@ -218,8 +218,8 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(data, indent=1))
     else:
-        print(f"device {report.device}, {report.threads or 'n/a'} threads: cold start {_fmt(report.cold_start_s, 's')}, "
-              f"{report.steps} steps {_fmt(report.image_s, 's')} per image, peak RSS "
+        print(f"device {report.device}, {report.threads or 'n/a'} threads: cold start "
+              f"{_fmt(report.cold_start_s, 's')}, {report.steps} steps {_fmt(report.image_s, 's')} per image, peak RSS "
               + (f"{report.peak_rss_bytes / 1e6:.0f} MB" if report.peak_rss_bytes else f"n/a ({report.memory_note})"))
         print(f"  {'component':14s} {'median ms':>10s} {'min':>9s} {'max':>9s} {'IQR':>8s}  runs ok / errors")
         for name, c in data["components"].items():

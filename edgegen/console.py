@@ -31,7 +31,8 @@ LINES = {
     "validate_component": "  {name:14s} {db:7.2f} dB",
     "validate_steps": "  per-step latent PSNR (dB): {values}",
     "validate_image": "  final image    {db:7.2f} dB (gate {gate} dB)",
-    "validate_trace": "  {name}: first NaN/Inf kernel {kernel}; first float16 overflow {overflow} ({checked:d} kernels checked)",
+    "validate_trace": "  {name}: first NaN/Inf kernel {kernel}; first float16 overflow {overflow} "
+                      "({checked:d} kernels checked)",
     "validate_bisect_reason": "  bisect: {reason}",
     "validate_bisect": "  bisect {component}: {compared:d} outputs compared, first under {gate:g} dB: {first}",
     "validate_report": "  report: {path}/report.md",
