@@ -63,11 +63,20 @@ def edgegen_cli(*args, timeout: float = 900) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def tiny_build_process(tiny_sd_dir, tmp_path_factory):
-    """The tiny pipeline built for the CPU by `edgegen build --json` in its own process, once per
-    session: (artifact dir, the finished process, whose output the console test reads)."""
+def tvm_compiler():
+    """TVM with its compiler, imported before any test loads an artifact: a load imports TVM's runtime
+    alone (edgegen.runtimes.tvm_import), and a build in the same process would then refuse."""
     if not HAS_TVM:
         pytest.skip("needs apache-tvm to build")
+    from edgegen.converters.lower import import_tvm_compiler
+
+    return import_tvm_compiler()
+
+
+@pytest.fixture(scope="session")
+def tiny_build_process(tiny_sd_dir, tmp_path_factory, tvm_compiler):
+    """The tiny pipeline built for the CPU by `edgegen build --json` in its own process, once per
+    session: (artifact dir, the finished process, whose output the console test reads)."""
     out = tmp_path_factory.mktemp("artifacts") / "tiny-cpu"
     proc = edgegen_cli("build", tiny_sd_dir, "--target", "cpu", "--out", out, "--json")
     assert proc.returncode == 0, proc.stderr

@@ -6,12 +6,12 @@ import pytest
 pytestmark = [pytest.mark.tvm, pytest.mark.torch]
 
 
-def test_an_embedding_index_past_the_end_reads_the_last_row(capfd):
+def test_an_embedding_index_past_the_end_reads_the_last_row(tvm_compiler, capfd):
     import torch
 
     from edgegen.converters import lower
 
-    tvm = lower.import_tvm_compiler()
+    tvm = tvm_compiler
     table = torch.nn.Embedding(10, 4).eval()
     lowered = lower.to_relax(torch.export.export(table, (torch.tensor([[1, 2, 3]]),)), 1, "embedding")
     vm = tvm.relax.VirtualMachine(lower.compile_module(lowered.module, {"kind": "llvm"}), tvm.cpu())
