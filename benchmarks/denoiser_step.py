@@ -79,7 +79,7 @@ def main():
 
     rows = []
     t0 = time.perf_counter()
-    session = edgegen.runtimes.load_component(art, component)
+    session = edgegen.runtimes.load_component(art, component, threads=args.threads)
     load_ms = (time.perf_counter() - t0) * 1000
     out_art = list(session.run(**inputs).values())[0]
     rows.append({"name": "edgegen cpu (tvm_vm)", **time_call(lambda: session.run(**inputs), runs=args.runs)})

@@ -336,6 +336,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
         check_options(scheme, minimum_ios)
     model_dir = Path(model_dir)
     index = source.read_model_index(model_dir)
+    source.import_diffusers()
     family = FAMILIES.get(index.get("_class_name"))
     if family is None:
         raise ModelError(f"{model_dir}: pipeline class {index.get('_class_name')!r} is not supported; "

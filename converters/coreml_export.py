@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import copy
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from edgegen.core.errors import MissingDependencyError
+from edgegen.core.quiet import log_records_hidden, verbose, warnings_hidden
 
 from .capture import Captured, _wrap
+from .lower import TORCH_LEAFSPEC_COPY
 
 MIN_IOS = (16, 17, 18)
 # The Swift package's file name and tensor names for each SD component.
@@ -30,7 +33,9 @@ SWIFT_NAMES = {"text_encoder": "TextEncoder", "unet": "Unet", "vae_decoder": "VA
 
 def import_coremltools():
     try:
-        import coremltools as ct
+        # on Linux: no native library (predictions need macOS), and untested torch and scikit-learn versions
+        with log_records_hidden("coremltools", "Failed to load _ML", "Torch version", "scikit-learn version"):
+            import coremltools as ct
     except ImportError as exc:
         raise MissingDependencyError("--target coreml needs coremltools: `pip install -c requirements/"
                                      "constraints.txt 'edgegen[coreml]'` (coremltools==9.0).") from exc
@@ -120,14 +125,38 @@ def convert(cap: Captured, minimum_ios: int = 16, fp16: bool = True):
     ct = import_coremltools()
     check_options(None, minimum_ios)
     args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in cap.inputs.values())
-    with torch.no_grad():
+    with torch.no_grad(), warnings_hidden(TORCH_LEAFSPEC_COPY):
         program = torch.export.export(cap.module, args).run_decompositions({})
-    return ct.convert(
-        program, convert_to="mlprogram",
-        inputs=[ct.TensorType(name=n, shape=a.shape, dtype=a.dtype) for n, a in cap.inputs.items()],
-        outputs=[ct.TensorType(name=n, dtype=np.float32) for n in cap.outputs],
-        minimum_deployment_target=getattr(ct.target, f"iOS{minimum_ios}"),
-        compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32)
+    # coremltools draws a bar per pass pipeline; it stores int64 constants as int32 (ML programs have no
+    # int64), and folding the cast of CLIP's causal mask (float32's minimum) to float16 overflows to -inf, as meant
+    with _bars_off(), warnings_hidden((RuntimeWarning, "overflow encountered in cast")), log_records_hidden(
+            "coremltools", "Saving value type of int64 into a builtin type of int32"):
+        return ct.convert(
+            program, convert_to="mlprogram",
+            inputs=[ct.TensorType(name=n, shape=a.shape, dtype=a.dtype) for n, a in cap.inputs.items()],
+            outputs=[ct.TensorType(name=n, dtype=np.float32) for n in cap.outputs],
+            minimum_deployment_target=getattr(ct.target, f"iOS{minimum_ios}"),
+            compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32)
+
+
+@contextmanager
+def _bars_off():
+    """coremltools' progress bars (one per pass pipeline, one over the torch ops) off during a
+    conversion: it has no option for them, so its modules' tqdm is swapped for a disabled one."""
+    from functools import partial
+
+    from coremltools.converters.mil.frontend.torch import ops
+    from coremltools.converters.mil.mil.passes import pass_pipeline
+
+    saved = [(m, name, getattr(m, name)) for m, name in ((ops, "_tqdm"), (pass_pipeline, "tqdm"))
+             if hasattr(m, name) and not verbose()]
+    for module, name, bar in saved:
+        setattr(module, name, partial(bar, disable=True))
+    try:
+        yield
+    finally:
+        for module, name, bar in saved:
+            setattr(module, name, bar)
 
 
 def check_options(scheme, minimum_ios: int) -> None:

@@ -9,11 +9,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgegen.core.errors import EdgegenError, MissingDependencyError, UnsupportedOpError
+from edgegen.core.quiet import warnings_hidden
 from edgegen.core.specs import TensorSpec
+
+# torch's ExportedProgram.run_decompositions deep-copies its own tree specs, and copying a LeafSpec
+# warns that LeafSpec is deprecated (torch 2.13): nothing a caller can change.
+TORCH_LEAFSPEC_COPY = (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def import_tvm_compiler():
     """The full TVM (compiler included), or an error that says why it is not there."""
+    from edgegen.runtimes.tvm_import import size_thread_pool
+
+    size_thread_pool()      # the build's parity runs start TVM's pool; later loads in this process share it
     tvm = sys.modules.get("tvm")
     if tvm is not None:
         from tvm.base import _RUNTIME_ONLY
@@ -59,8 +67,9 @@ def to_relax(exported_program, num_inputs: int, what: str) -> Lowered:
     from tvm.relax.frontend.torch import from_exported_program
 
     try:
-        mod = from_exported_program(exported_program, keep_params_as_input=True,
-                                    unwrap_unit_return_tuple=True)
+        with warnings_hidden(TORCH_LEAFSPEC_COPY):
+            mod = from_exported_program(exported_program, keep_params_as_input=True,
+                                        unwrap_unit_return_tuple=True)
     except AssertionError as exc:
         match = re.search(r"Unsupported function types (\[.*\])", str(exc))
         if not match:
@@ -74,7 +83,7 @@ def to_relax(exported_program, num_inputs: int, what: str) -> Lowered:
     values = params.get("main", [])
     if len(relax_params) != len(values):
         raise EdgegenError(f"{what}: {len(relax_params)} weight parameters but {len(values)} values")
-    mod = _drop_redundant_broadcasts(mod)
+    mod = _clip_gather_indices(_drop_redundant_broadcasts(mod))
     # a component's wrapper may hold modules it never calls (the VAE encoder beside the decoder)
     used = set(relax.analysis.free_vars(mod["main"].body))
     kept = [(v, value) for v, value in zip(relax_params, values) if v in used]
@@ -124,6 +133,22 @@ def _drop_redundant_broadcasts(mod):
 
     main = rewrite_call(broadcast, same_shape, rewrite_call(matmul, weight_2d, mod["main"]))
     mod.update_func(mod.get_global_var("main"), main)
+    return mod
+
+
+def _clip_gather_indices(mod):
+    """torch's frontend emits take (embedding lookups, index_select) in TVM's "fast" mode, which
+    reads out of bounds on an index past the end; "clip" clamps the index, for one min/max each."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    def clip(expr, matches):
+        if expr.attrs.mode != "fast":
+            return expr
+        return relax.op.take(expr.args[0], expr.args[1], expr.attrs.axis, mode="clip")
+
+    mod.update_func(mod.get_global_var("main"), rewrite_call(is_op("relax.take")(wildcard(), wildcard()), clip,
+                                                              mod["main"]))
     return mod
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgegen.core.errors import MissingDependencyError
+from edgegen.core.quiet import log_records_hidden, verbose, warnings_hidden
 
 OPSET = 18
 
@@ -37,7 +38,7 @@ def session(path: str | Path, threads: int | None = None):
     except ImportError as exc:
         raise MissingDependencyError("running ONNX needs onnxruntime: `pip install 'edgegen[onnx]'`.") from exc
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 2 if verbose() else 3     # 2: onnxruntime's default, warnings
     if threads:
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -54,10 +55,19 @@ def export_pipeline(model_dir: str | Path, out_dir: str | Path, task: str) -> No
         raise MissingDependencyError(
             "the ONNX pipeline export needs optimum: `pip install -c requirements/constraints.txt "
             "'edgegen[onnx]'` (optimum==2.1.0, optimum-onnx==0.1.0).") from exc
-    import warnings
+    from torch.jit import TracerWarning
 
-    with warnings.catch_warnings():   # tracer warnings about shape-dependent branches, fixed by the export
-        warnings.simplefilter("ignore")
+    from .source import loading_bars_off
+
+    # optimum loads the pipeline passing subfolder="" and without low_cpu_mem_usage=False (edgegen needs no
+    # accelerate); torch's TorchScript exporter warns of shape-dependent branches (fixed by the export for its
+    # shapes), of advanced indexing with negative indices (CLIP's pooled token index is not), and of strided
+    # slices it leaves unfolded
+    with loading_bars_off(), warnings_hidden(
+            (TracerWarning, ""), (UserWarning, "Exporting aten::index operator of advanced indexing"),
+            (UserWarning, "Constant folding - Only steps=1 can be constant folded")), log_records_hidden(
+            "diffusers.pipelines.pipeline_utils", "Keyword arguments {'subfolder': ''} are not expected",
+            "Cannot initialize model with low cpu memory usage because `accelerate` was not found"):
         main_export(str(model_dir), str(out_dir), task=task, library_name="diffusers", device="cpu",
                     do_validation=False)
 

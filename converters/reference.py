@@ -54,10 +54,13 @@ def sd_pipeline(model_dir, scheduler: str | None = None):
     import torch
     from diffusers import StableDiffusionPipeline
 
+    from .source import loading_bars_off
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, local_files_only=True,
-                                                   safety_checker=None, requires_safety_checker=False,
-                                                   low_cpu_mem_usage=False)
+    with loading_bars_off():
+        pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, local_files_only=True,
+                                                       safety_checker=None, requires_safety_checker=False,
+                                                       low_cpu_mem_usage=False)
     pipe.set_progress_bar_config(disable=True)
     if scheduler is not None:
         pipe.scheduler = make_torch_scheduler(pipe.scheduler.config, scheduler)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgegen.core.errors import ModelError
+from edgegen.core.quiet import log_records_hidden, verbose
 
 
 def read_model_index(root: str | Path) -> dict:
@@ -47,3 +49,27 @@ def load_component(root: Path, index: dict, name: str, expected: str, loader):
 
 def read_scheduler_config(root: Path) -> dict:
     return json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+
+
+def import_diffusers():
+    """diffusers, imported with its import-time notice that two distributions (optimum, optimum-onnx)
+    share the `optimum` package hidden: it comes from a probe for optimum-quanto, which edgegen does
+    not use."""
+    with log_records_hidden("diffusers.utils.import_utils", "Multiple distributions found for package optimum"):
+        import diffusers
+    return diffusers
+
+
+@contextmanager
+def loading_bars_off():
+    """diffusers' "Loading pipeline components" bar off during a pipeline load (edgegen shows its own progress)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    was_on = diffusers_logging.is_progress_bar_enabled() and not verbose()
+    if was_on:
+        diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            diffusers_logging.enable_progress_bar()

@@ -27,6 +27,7 @@ class BenchReport:
     warmup: int
     steps: int
     cold_start_s: float | None = None
+    threads: int | None = None                        # CPU threads the artifact's calls used
     components: dict = field(default_factory=dict)    # name -> {"ms": [...], "errors": [...]}
     image_s: float | None = None                      # end to end, per image
     peak_rss_bytes: int | None = None
@@ -47,7 +48,7 @@ class BenchReport:
         comps = {n: {**self._stats(c["ms"]), "runs_ok": len(c["ms"]), "errors": c["errors"]}
                  for n, c in self.components.items()}
         return {"artifact": self.artifact, "device": self.device, "runs": self.runs, "warmup": self.warmup,
-                "steps": self.steps, "cold_start_s": self.cold_start_s, "components": comps,
+                "steps": self.steps, "threads": self.threads, "cold_start_s": self.cold_start_s, "components": comps,
                 "image_s": self.image_s, "peak_rss_bytes": self.peak_rss_bytes, "memory_note": self.memory_note,
                 "errors": self.errors, "total_s": round(self.total_s, 3), "ok": not self.failed}
 
@@ -56,34 +57,45 @@ class BenchReport:
         return bool(self.errors) or any(c["errors"] for c in self.components.values())
 
 
+# A remote device that sends nothing for this long (plus twice what the runs so far say the next call
+# takes) is taken for hung or gone. A local bench has no such limit: it watches its worker process.
+DEVICE_TIMEOUT_S = 120.0
+
+
 def bench(artifact: str, device: str = "local", runs: int = 10, warmup: int = 2, steps: int = 20,
-          run_timeout_s: float = 120.0, total_timeout_s: float = 1800.0, on_event=None) -> BenchReport:
+          run_timeout_s: float | None = None, total_timeout_s: float = 1800.0, threads: int | None = None,
+          on_event=None) -> BenchReport:
     """Measure `artifact` on `device` ("local" or rpc://TRACKER_HOST:PORT/KEY). `on_event(event)`
-    sees each result as it arrives (a dict with "event": cold_start | run | image | memory | error)."""
+    sees each result as it arrives (a dict with "event": cold_start | run | expect | image | memory | error).
+    run_timeout_s: the longest wait for one result beyond twice its expected time (default: none here,
+    DEVICE_TIMEOUT_S on a remote device); total_timeout_s bounds the whole bench. threads: CPU threads
+    for the artifact's calls (default: every core the worker may use)."""
     from edgegen.core import Artifact
 
     art = Artifact.open(artifact)
     report = BenchReport(artifact=str(art.root), device=device, runs=runs, warmup=warmup, steps=steps,
                          components={n: {"ms": [], "errors": []} for n in art.components})
     config = {"artifact": str(art.root), "device": device, "runs": runs, "warmup": warmup, "steps": steps,
-              "session_timeout_s": total_timeout_s}
+              "session_timeout_s": total_timeout_s, "threads": threads}
+    limit = run_timeout_s if run_timeout_s is not None or device == "local" else DEVICE_TIMEOUT_S
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "edgegen.bench", json.dumps(config)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
-    stopped = None
+    stopped, expected = None, 0.0
     try:
         while True:
-            left = min(run_timeout_s, total_timeout_s - (time.perf_counter() - t0))
-            if left <= 0 or not sel.select(timeout=left):
-                stopped = (f"no result from the device for {run_timeout_s:.0f} s (a hung device or server)"
-                           if left > 0 else f"the bench ran past its {total_timeout_s:.0f} s limit")
+            total_left = total_timeout_s - (time.perf_counter() - t0)
+            wait = total_left if limit is None else min(limit + 2 * expected, total_left)
+            if total_left <= 0 or not sel.select(timeout=max(wait, 0)):
+                stopped = _limit_message(device, proc, limit, expected, total_timeout_s, total_left <= wait)
                 break
             line = proc.stdout.readline()
             if not line:
                 break
             event = json.loads(line)
+            expected = event.get("expect_s", expected)
             _record(report, event)
             if on_event is not None:
                 on_event(event)
@@ -105,10 +117,24 @@ def bench(artifact: str, device: str = "local", runs: int = 10, warmup: int = 2,
     return report
 
 
+def _limit_message(device: str, proc, limit: float | None, expected: float, total_s: float, total: bool) -> str:
+    """Which limit stopped the bench, and the flag that raises it; a device is called hung or gone
+    only where nothing says otherwise (a local worker still running is merely slow)."""
+    if total:
+        return (f"the bench ran past its {total_s:.0f} s limit on the whole run (raise it with --total-timeout)"
+                + ("; the worker was still working" if proc.poll() is None else ""))
+    waited = f"{limit:.0f} s" + (f" + 2 x {expected:.1f} s expected" if expected else "")
+    if device == "local" and proc.poll() is None:
+        return (f"no result for {waited} (--run-timeout {limit:g}); the worker is still running: the work takes "
+                f"longer than that limit, raise --run-timeout or leave it unset to wait as long as it takes")
+    return (f"no result from the device for {waited} (--run-timeout {limit:g}): the device or its server hung "
+            f"or died, or one call takes longer than that (raise --run-timeout)")
+
+
 def _record(report: BenchReport, event: dict) -> None:
     kind = event["event"]
     if kind == "cold_start":
-        report.cold_start_s = event["seconds"]
+        report.cold_start_s, report.threads = event["seconds"], event.get("threads")
     elif kind == "run":
         comp = report.components[event["component"]]
         if "error" in event:
@@ -149,8 +175,9 @@ def _worker(config: dict) -> int:
     import resource
 
     from edgegen import runtimes
+    from edgegen.profiling import calls_per_image
 
-    device, runs, warmup = config["device"], config["runs"], config["warmup"]
+    device, runs, warmup, threads = config["device"], config["runs"], config["warmup"], config["threads"]
     t0 = time.perf_counter()
     try:
         factory = None
@@ -158,32 +185,41 @@ def _worker(config: dict) -> int:
             from edgegen.runtimes.tvm_rpc import connect, remote_session
 
             remote = connect(device, config["session_timeout_s"])
-            factory = lambda art, name: remote_session(art, art.component(name), remote)  # noqa: E731
-        pipe = runtimes.load(config["artifact"], session_factory=factory)
+            factory = lambda art, name: remote_session(art, art.component(name), remote, threads)  # noqa: E731
+        pipe = runtimes.load(config["artifact"], session_factory=factory, threads=threads)
         feeds = {name: example_inputs(s.component) for name, s in pipe.sessions.items()}
+        first_call = {}
         for name, session in pipe.sessions.items():
+            t = time.perf_counter()
             session.run(**feeds[name])
-        _emit(event="cold_start", seconds=round(time.perf_counter() - t0, 4))
+            first_call[name] = time.perf_counter() - t
+        _emit(event="cold_start", seconds=round(time.perf_counter() - t0, 4),
+              threads=runtimes.threads_used(pipe.sessions.values()), expect_s=round(max(first_call.values()), 3))
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the parent writes the report
         _emit(event="error", error=f"load: {type(exc).__name__}: {exc}")
         return 1
+    call_s = {}
     for name, session in pipe.sessions.items():
+        times = []
         for i in range(warmup + runs):
             try:
                 t = time.perf_counter()
                 session.run(**feeds[name])
+                times.append(time.perf_counter() - t)
                 if i >= warmup:
-                    _emit(event="run", component=name, ms=round((time.perf_counter() - t) * 1e3, 4))
+                    _emit(event="run", component=name, ms=round(times[-1] * 1e3, 4))
             except Exception as exc:  # noqa: BLE001
                 _emit(event="run", component=name, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+        call_s[name] = float(np.median(times)) if times else first_call[name]
     try:
-        t = time.perf_counter()
         kind = pipe.artifact.pipeline["kind"]
+        per_image = 1 if kind == "stable-diffusion" else pipe.batch
+        calls = calls_per_image(pipe.artifact.pipeline, config["steps"])
+        _emit(event="expect", expect_s=round(per_image * sum(calls.get(n, 0) * s for n, s in call_s.items()), 3))
+        t = time.perf_counter()
         if kind == "stable-diffusion":
             pipe("a photo of an astronaut riding a horse", num_inference_steps=config["steps"], seed=0)
-            per_image = 1
         else:
-            per_image = pipe.batch
             pipe(list(range(per_image)), num_inference_steps=config["steps"], seed=0)
         _emit(event="image", seconds=round((time.perf_counter() - t) / per_image, 4))
     except Exception as exc:  # noqa: BLE001

@@ -5,57 +5,53 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
+from edgegen.console import line
 
-def _progress_printer(stream=sys.stderr):
-    start = time.perf_counter()
 
-    def progress(event: str, stage: str, seconds: float) -> None:
-        elapsed = time.perf_counter() - start
-        if event == "start":
-            print(f"[{elapsed:6.1f}s] {stage} ...", file=stream, flush=True)
-        elif event == "log":
-            print(f"           {stage}", file=stream, flush=True)
-        else:
-            print(f"[{elapsed:6.1f}s] {stage}: done in {seconds:.1f}s", file=stream, flush=True)
+def _progress(args):
+    """The progress display on stderr (a bar per stepped stage on a terminal); nothing with --quiet."""
+    from edgegen.console import Progress
 
-    return progress
+    return Progress(quiet=getattr(args, "quiet", False))
 
 
 def cmd_build(args) -> int:
     from edgegen import build
 
     report = build(args.model_dir, args.out, target=args.target, height=args.height, width=args.width,
-                   batch=args.batch, overwrite=args.overwrite, progress=None if args.quiet else _progress_printer(),
+                   batch=args.batch, overwrite=args.overwrite, progress=_progress(args),
                    quant=args.quant, attention=args.attention, minimum_ios=args.min_ios,
                    chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb, precision=args.precision)
     result = _quant_final_check(args, report) if args.quant and args.final_check else None
     if args.json:
         print(json.dumps({**report.to_json(), **({"quant_result": result} if result else {})}, indent=1))
     else:
-        print(f"built {report.artifact} for {report.target} in {report.seconds:.1f}s, "
-              f"{report.bytes / 1e6:.2f} MB")
+        print(line("built", artifact=report.artifact, target=report.target, seconds=report.seconds,
+                   mb=report.bytes / 1e6))
         for name, info in report.components.items():
             q = info.get("quant")
             parity = "torch-side check" if "parity_scope" in info else "parity"
             measured = "not executed here" if info["psnr_db"] is None else f"{parity} {info['psnr_db']:.1f} dB"
-            print(f"  {name:14s} {info['bytes'] / 1e6:8.2f} MB  {measured}"
-                  + (f"  {q['applied']} {q['bits_per_weight']:.2f} bits/weight" if q else "")
-                  + (f" ({q['bits_per_weight_quantized']:.2f} in quantized layers)"
-                     if q and q.get("bits_per_weight_quantized") else ""))
+            print(line("built_component", name=name, mb=info["bytes"] / 1e6, measured=measured, quant=(
+                (f"  {q['applied']} {q['bits_per_weight']:.2f} bits/weight" if q else "")
+                + (f" ({q['bits_per_weight_quantized']:.2f} in quantized layers)"
+                   if q and q.get("bits_per_weight_quantized") else ""))))
             if q and q.get("fallback_reason"):
                 arrow = f" -> {q['applied']}" if q["applied"] != q["scheme"] else ""
-                print(f"  {'':14s} {q['scheme']}{arrow}: {q['fallback_reason']}")
+                print(line("built_fallback", blank="", scheme=q["scheme"] + arrow, reason=q["fallback_reason"]))
         scopes = {i["parity_scope"] for i in report.components.values() if "parity_scope" in i}
         if report.target == "coreml" and scopes:
-            print("  (Core ML predictions need macOS: the check ran the converted modules' torch side)")
+            print(line("built_note", note="Core ML predictions need macOS: the check ran the converted modules' "
+                                          "torch side"))
         elif scopes:
-            print(f"  ({scopes.pop()})")
+            print(line("built_note", note=scopes.pop()))
         if result:
-            print(f"  final output vs {result['reference']}, {result['steps']} steps: "
-                  f"{result['final_output_psnr_db']:.2f} dB (gate {result['gate_db']:.0f} dB)")
+            print(line("built_final_check", reference=result["reference"], steps=result["steps"],
+                       db=result["final_output_psnr_db"], gate=result["gate_db"]))
     return 0 if result is None or result["passed"] else 1
 
 
@@ -76,7 +72,7 @@ def _quant_final_check(args, report) -> dict | None:
     try:
         result = validate(report.artifact, args.model_dir, num_inference_steps=steps, bisect=False)
     except BackendUnavailableError as exc:
-        print(f"final output not measured: {exc}", file=sys.stderr)
+        print(line("final_not_measured", reason=exc), file=sys.stderr)
         return None
     record = {"final_output_psnr_db": round(result.image_psnr_db, 2), "steps": steps,
               "components_psnr_db": {k: round(v, 2) for k, v in result.components.items()},
@@ -90,7 +86,7 @@ def cmd_run(args) -> int:
     from edgegen.runtimes import load
 
     t0 = time.perf_counter()
-    pipe = load(args.artifact)
+    pipe = load(args.artifact, threads=args.threads)
     t_load = time.perf_counter() - t0
     sampling = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed,
                 "scheduler": args.scheduler}
@@ -98,15 +94,15 @@ def cmd_run(args) -> int:
         label = args.label if args.label is not None else args.prompt
         if label is None:
             raise ValueError("this artifact generates a class: pass --label ID or --prompt NAME")
-        out = pipe(label, **sampling)
+        out = pipe(label, **sampling, progress=_progress(args))
     else:
         if args.prompt is None:
             raise ValueError("pass --prompt TEXT")
-        out = pipe(args.prompt, negative_prompt=args.negative_prompt, **sampling)
+        out = pipe(args.prompt, negative_prompt=args.negative_prompt, **sampling, progress=_progress(args))
     out.images[0].save(args.out)
     summary = {"image": args.out, "load_s": round(t_load, 3), **{k: round(v, 3) for k, v in out.timings.items()}}
     print(json.dumps(summary) if args.json else
-          f"wrote {args.out} (load {t_load:.2f}s, denoise {out.timings['denoise_s']:.2f}s)")
+          line("wrote", image=args.out, load=t_load, denoise=out.timings["denoise_s"]))
     pipe.close()
     return 0
 
@@ -181,7 +177,7 @@ def cmd_validate(args) -> int:
 
     report = validate(args.artifact, args.model_dir, prompt=args.prompt, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler, trace=args.trace,
-                      bisect=True if args.bisect else None)
+                      bisect=True if args.bisect else None, threads=args.threads, progress=_progress(args))
     if args.report:
         from edgegen.validation import write_report
 
@@ -189,29 +185,30 @@ def cmd_validate(args) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
-        print(f"reference: diffusers in torch on {report.device}")
+        print(line("validate_reference", device=report.device))
         if report.tokens_match is not None:
-            print(f"tokenizer ids match: {report.tokens_match}")
+            print(line("validate_tokens", match=report.tokens_match))
         for name, db in report.components.items():
-            print(f"  {name:14s} {db:7.2f} dB")
-        print("  per-step latent PSNR (dB): " + " ".join(f"{d:.1f}" for d in report.steps))
-        print(f"  final image    {report.image_psnr_db:7.2f} dB (gate {report.thresholds['image_db']} dB)")
+            print(line("validate_component", name=name, db=db))
+        print(line("validate_steps", values=" ".join(f"{d:.1f}" for d in report.steps)))
+        print(line("validate_image", db=report.image_psnr_db, gate=report.thresholds["image_db"]))
         for name, t in report.kernel_traces.items():
             over = t["first_over_limit"]
-            print(f"  {name}: first NaN/Inf kernel {t['first_nonfinite'] or 'none'}; first float16 overflow "
-                  + (f"{over['kernel']} (|x| {over['max_abs']:.3g})" if over else "none")
-                  + f" ({t['kernels_checked']} kernels checked)")
+            print(line("validate_trace", name=name, kernel=t["first_nonfinite"] or "none",
+                       overflow=f"{over['kernel']} (|x| {over['max_abs']:.3g})" if over else "none",
+                       checked=t["kernels_checked"]))
         if report.bisect and not report.bisect["supported"]:
-            print(f"  bisect: {report.bisect['reason']}")
+            print(line("validate_bisect_reason", reason=report.bisect["reason"]))
         elif report.bisect:
             from edgegen.bisect import describe
 
             first = report.bisect["first_divergent"]
-            print(f"  bisect {report.bisect['component']}: {report.bisect['layers_compared']} outputs compared, "
-                  f"first under {report.bisect['threshold_db']:g} dB: " + (describe(first) if first else "none"))
+            print(line("validate_bisect", component=report.bisect["component"],
+                       compared=report.bisect["layers_compared"], gate=report.bisect["threshold_db"],
+                       first=describe(first) if first else "none"))
         if args.report:
-            print(f"  report: {args.report}/report.md")
-        print("PASS" if report.passed else "FAIL: " + "; ".join(report.failures))
+            print(line("validate_report", path=args.report))
+        print(line("validate_pass") if report.passed else line("validate_fail", failures="; ".join(report.failures)))
     return 0 if report.passed else 1
 
 
@@ -219,7 +216,7 @@ def cmd_bench(args) -> int:
     from edgegen.bench import bench
 
     report = bench(args.artifact, device=args.device, runs=args.runs, warmup=args.warmup, steps=args.steps,
-                   run_timeout_s=args.run_timeout)
+                   run_timeout_s=args.run_timeout, total_timeout_s=args.total_timeout, threads=args.threads)
     data = report.to_json()
     if args.out:
         with open(args.out, "w") as f:
@@ -227,8 +224,8 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(data, indent=1))
     else:
-        print(f"device {report.device}: cold start {_fmt(report.cold_start_s, 's')}, "
-              f"{report.steps} steps {_fmt(report.image_s, 's')} per image, peak RSS "
+        print(f"device {report.device}, {report.threads or 'n/a'} threads: cold start "
+              f"{_fmt(report.cold_start_s, 's')}, {report.steps} steps {_fmt(report.image_s, 's')} per image, peak RSS "
               + (f"{report.peak_rss_bytes / 1e6:.0f} MB" if report.peak_rss_bytes else f"n/a ({report.memory_note})"))
         print(f"  {'component':14s} {'median ms':>10s} {'min':>9s} {'max':>9s} {'IQR':>8s}  runs ok / errors")
         for name, c in data["components"].items():
@@ -242,7 +239,7 @@ def cmd_bench(args) -> int:
 def cmd_profile(args) -> int:
     from edgegen.profiling import CATEGORIES, profile
 
-    result = profile(args.artifact, runs=args.runs, steps=args.steps)
+    result = profile(args.artifact, runs=args.runs, steps=args.steps, threads=args.threads)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
@@ -252,6 +249,7 @@ def cmd_profile(args) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
+    print(f"on {result['threads']} CPU threads")
     print(f"{'ms':>10s} " + " ".join(f"{c:>14s}" for c in CATEGORIES))
     for name, comp in result["components"].items():
         print(f"{name:>10s} " + " ".join(f"{comp['categories_ms'][c]:14.3f}" for c in CATEGORIES))
@@ -312,14 +310,13 @@ def cmd_demo(args) -> int:
     from edgegen.demo import run_demo
 
     result = run_demo(args.model, cache=args.cache, out=args.out, steps=args.steps, guidance=args.guidance,
-                      seed=args.seed, progress=None if args.json else _progress_printer())
+                      seed=args.seed, threads=args.threads, progress=_progress(args))
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        print(f"wrote {result['image']}: 10x10 digits (one digit per row), {result['steps']} steps, "
-              f"guidance {result['guidance_scale']}")
-        print(f"class accuracy {result['class_accuracy']:.1%} over {result['images']} images; "
-              f"{result['ms_per_image']:.1f} ms per image on this CPU")
+        print(line("demo_image", image=result["image"], steps=result["steps"], guidance=result["guidance_scale"]))
+        print(line("demo_accuracy", accuracy=result["class_accuracy"], images=result["images"],
+                   ms=result["ms_per_image"], threads=result["threads"]))
     return 0
 
 
@@ -359,12 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scheduler", choices=["ddim", "euler"], help="override the artifact's scheduler")
         p.add_argument("--json", action="store_true")
 
+    def threads(p):
+        p.add_argument("--threads", type=int, help="CPU threads for the artifact's calls (default: every core this "
+                                                   "process may use, from its CPU affinity and cgroup quota)")
+
     r = sub.add_parser("run", help="generate an image with an artifact (no torch needed)")
     r.add_argument("artifact")
     r.add_argument("--negative-prompt", default="")
     r.add_argument("--label", help="class id or name, for class-conditional models")
     r.add_argument("--out", default="image.png")
     sampling(r)
+    threads(r)
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("inspect", help="show what an artifact holds")
@@ -382,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--trace", action="store_true",
                    help="check every kernel's output for NaN/Inf and float16 overflow (TVM artifacts)")
     sampling(v)
+    threads(v)
     v.set_defaults(func=cmd_validate, steps=10, prompt="a photo of an astronaut riding a horse")
 
     d = sub.add_parser("demo", help="build the digits generator for the CPU and draw a 10x10 grid of samples")
@@ -391,7 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--runs", type=int, default=10)
     be.add_argument("--warmup", type=int, default=2)
     be.add_argument("--steps", type=int, default=20, help="denoising steps for the end-to-end time")
-    be.add_argument("--run-timeout", type=float, default=120.0, help="seconds to wait for any one result")
+    be.add_argument("--run-timeout", type=float,
+                    help="seconds to wait for one result beyond twice its expected time (default: as long as the "
+                         "work takes here; 120 on a remote device)")
+    be.add_argument("--total-timeout", type=float, default=1800.0, help="seconds the whole bench may take")
+    threads(be)
     be.add_argument("--out", help="write the report as JSON here")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)
@@ -403,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--chart", help="write a bar chart (PNG) here")
     pr.add_argument("--out", help="write the profile as JSON here")
     pr.add_argument("--json", action="store_true")
+    threads(pr)
     pr.set_defaults(func=cmd_profile)
 
     es = sub.add_parser("estimate", help="roofline latency on a phone GPU from the artifact's kernel table")
@@ -420,7 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--guidance", type=float)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--json", action="store_true")
+    threads(d)
     d.set_defaults(func=cmd_demo)
+    for name, p in sub.choices.items():
+        if name in ("run", "validate", "demo"):
+            p.add_argument("--quiet", action="store_true", help="no progress display")
+        p.add_argument("--verbose", action="store_true",
+                       help="show every library's warnings and logs, unfiltered (for bug reports)")
     return parser
 
 
@@ -428,8 +442,12 @@ def main(argv=None) -> int:
     from edgegen.core.errors import EdgegenError
 
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        from edgegen.core.quiet import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
     try:
         return args.func(args)
     except (EdgegenError, ValueError) as exc:
-        print(f"edgegen {args.command}: error: {exc}", file=sys.stderr)
+        print(line("error", command=args.command, message=exc), file=sys.stderr)
         return 2

@@ -32,7 +32,7 @@ def ensure_artifact(model_dir: Path, artifact_dir: Path, progress=None) -> float
 
 def run_demo(model_dir: str | Path | None = None, cache: str | Path = ".cache/edgegen-demo",
              out: str | Path = "demo.png", steps: int | None = None, guidance: float | None = None,
-             seed: int = 0, samples_per_class: int = 10, progress=None) -> dict:
+             seed: int = 0, samples_per_class: int = 10, progress=None, threads: int | None = None) -> dict:
     import edgegen
     from edgegen.digits import DigitClassifier, example_dir
     from edgegen.runtimes.image import grid
@@ -40,10 +40,11 @@ def run_demo(model_dir: str | Path | None = None, cache: str | Path = ".cache/ed
     model_dir = Path(model_dir) if model_dir else example_dir() / "pipeline"
     artifact_dir = Path(cache) / "digits-cpu"
     built = ensure_artifact(model_dir, artifact_dir, progress)
-    pipe = edgegen.runtimes.load(artifact_dir)
+    pipe = edgegen.runtimes.load(artifact_dir, threads=threads)
     labels = np.repeat(np.arange(10), samples_per_class)
     t0 = time.perf_counter()
-    result = pipe(labels.tolist(), num_inference_steps=steps, guidance_scale=guidance, seed=seed, output_type="np")
+    result = pipe(labels.tolist(), num_inference_steps=steps, guidance_scale=guidance, seed=seed, output_type="np",
+                  progress=progress)
     seconds = time.perf_counter() - t0
     pipe.close()
     accuracy = DigitClassifier.load().accuracy(result.images, labels)
@@ -52,6 +53,7 @@ def run_demo(model_dir: str | Path | None = None, cache: str | Path = ".cache/ed
     tiles = grid(result.images, rows=10, cols=samples_per_class, gap=1)[..., 0]
     Image.fromarray(tiles).resize((tiles.shape[1] * 4, tiles.shape[0] * 4), Image.NEAREST).save(out)
     return {"image": str(out), "artifact": str(artifact_dir), "built_seconds": built, "images": len(labels),
+            "threads": edgegen.runtimes.threads_used(pipe.sessions.values()),
             "class_accuracy": accuracy, "ms_per_image": 1000 * seconds / len(labels),
             "steps": steps or pipe.sampling.get("steps"),
             "guidance_scale": pipe.sampling.get("guidance_scale") if guidance is None else guidance}

@@ -45,18 +45,20 @@ def calls_per_image(pipeline: dict, steps: int) -> dict[str, float]:
     return {"transformer": steps / pipeline.get("batch", 1)}
 
 
-def profile(artifact_dir, runs: int = 3, steps: int = 20) -> dict:
-    """Per-kernel and per-category time of each component on this CPU, and per image."""
+def profile(artifact_dir, runs: int = 3, steps: int = 20, threads: int | None = None) -> dict:
+    """Per-kernel and per-category time of each component on this CPU, and per image, on `threads`
+    CPU threads (default: every core this process may use); result["threads"] says how many ran."""
     from edgegen.bench import example_inputs
     from edgegen.core import Artifact
     from edgegen.runtimes import load_component
 
     art = Artifact.open(artifact_dir)
-    result = {"artifact": str(art.root), "runs": runs, "steps": steps, "components": {}}
+    result = {"artifact": str(art.root), "runs": runs, "steps": steps, "threads": None, "components": {}}
     for name, comp in art.components.items():
         if comp.backend != "tvm_vm":
             raise ValueError(f"profile times TVM kernels; component {name!r} runs on {comp.backend!r}")
-        session = load_component(art, name)
+        session = load_component(art, name, threads)
+        result["threads"] = session.threads
         feed = example_inputs(comp)
         session.run(**feed)                      # warm-up
         kernels: dict[str, dict] = {}

@@ -7,6 +7,7 @@ denoising step, and the final image's PSNR; gates are the named thresholds.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +16,11 @@ import numpy as np
 from edgegen.core.errors import ParityError
 from edgegen.core.metrics import psnr
 from edgegen.core.quant import QUANT_FLOOR_DB
+from edgegen.runtimes.stable_diffusion import step_reporter
 
 COMPONENT_PSNR_DB = 40.0   # each component on identical inputs
 IMAGE_PSNR_DB = 40.0       # final image, pixel values in [0, 1]
+REFERENCE, ARTIFACT = "torch reference", "artifact"     # the progress stages of the two denoising loops
 
 
 @dataclass
@@ -88,21 +91,26 @@ def _mixed_target(scheme: str) -> float | None:
 def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut riding a horse",
              negative_prompt: str = "", num_inference_steps: int = 10, guidance_scale: float | None = None,
              seed: int = 0, scheduler: str | None = None, trace: bool = False,
-             bisect: bool | None = None) -> ValidationReport:
+             bisect: bool | None = None, threads: int | None = None, progress=None) -> ValidationReport:
     """Run the artifact and its source model side by side from the same inputs. `trace` checks
     every kernel's output of TVM artifacts for NaN/Inf and float16 overflow (done anyway when a
     NaN/Inf shows up). `bisect`: find the denoiser's first diverging layer/kernel; None (default)
-    does it when the denoiser or a step falls under the gate."""
+    does it when the denoiser or a step falls under the gate. `threads`: CPU threads for the
+    artifact's calls (default: every core this process may use). `progress(event, stage, value)`
+    sees the denoising steps of the torch reference and of the artifact (see Progress in
+    edgegen.console)."""
+    from edgegen.converters.source import import_diffusers
     from edgegen.runtimes import load
 
-    rt = load(artifact_dir)
+    import_diffusers()
+    rt = load(artifact_dir, threads=threads)
     try:
         if rt.artifact.pipeline["kind"] == "class-conditional-dit":
-            report = _validate_dit(rt, model_dir, num_inference_steps, guidance_scale, seed, scheduler)
+            report = _validate_dit(rt, model_dir, num_inference_steps, guidance_scale, seed, scheduler, progress)
         else:
             guidance = 7.5 if guidance_scale is None else guidance_scale
             report = _validate_sd(rt, model_dir, prompt, negative_prompt, num_inference_steps, guidance, seed,
-                                  scheduler)
+                                  scheduler, progress)
         if trace or report.first_nonfinite_step is not None or not all(np.isfinite(list(report.components.values()))):
             # kernel by kernel on the component inputs: where NaN/Inf or float16 overflow first appears
             for name, inputs in report.component_inputs.items():
@@ -128,12 +136,22 @@ def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut rid
         rt.close()
 
 
+def _stage(progress, stage: str, fn, *args, **kwargs):
+    if progress is None:
+        return fn(*args, **kwargs)
+    progress("start", stage)
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    progress("end", stage, time.perf_counter() - t0)
+    return result
+
+
 def _to_image(x: np.ndarray) -> np.ndarray:
     return np.clip(x / 2 + 0.5, 0, 1)
 
 
 def _validate_dit(rt, model_dir, steps: int, guidance_scale: float | None, seed: int,
-                  scheduler: str | None) -> ValidationReport:
+                  scheduler: str | None, progress) -> ValidationReport:
     from pathlib import Path
 
     import torch
@@ -142,8 +160,8 @@ def _validate_dit(rt, model_dir, steps: int, guidance_scale: float | None, seed:
     from edgegen.reference import dit_sample
 
     guidance = rt.sampling.get("guidance_scale", 4.0) if guidance_scale is None else guidance_scale
-    model = DiTTransformer2DModel.from_pretrained(Path(model_dir) / "transformer", torch_dtype=torch.float32,
-                                                  low_cpu_mem_usage=False).eval()
+    model = _stage(progress, "load the torch reference", DiTTransformer2DModel.from_pretrained,
+                   Path(model_dir) / "transformer", torch_dtype=torch.float32, low_cpu_mem_usage=False).eval()
     n = rt.batch
     labels = (np.arange(n) % rt.null_class).tolist()
     noise = np.random.default_rng(seed).standard_normal(rt.sample_shape, dtype=np.float32)
@@ -156,8 +174,9 @@ def _validate_dit(rt, model_dir, steps: int, guidance_scale: float | None, seed:
     rt_out = rt.transformer.run(sample=x2, timestep=ts, class_labels=y)["noise_pred"]
     ref_steps, rt_steps = [], []
     ref_final = dit_sample(model, rt.scheduler_config, labels, noise, steps, guidance, scheduler,
-                           callback=lambda i, t, x: ref_steps.append(x))
-    rt_final = rt.denoise(labels, noise, steps, guidance, scheduler, callback=lambda i, t, x: rt_steps.append(x))
+                           callback=step_reporter(steps, lambda i, t, x: ref_steps.append(x), progress, REFERENCE))
+    rt_final = rt.denoise(labels, noise, steps, guidance, scheduler,
+                          callback=step_reporter(steps, lambda i, t, x: rt_steps.append(x), progress, ARTIFACT))
     nonfinite = next((i for i, x in enumerate(rt_steps) if not np.all(np.isfinite(x))), None)
     img_ref, img_rt = _to_image(ref_final), _to_image(rt_final)
     return ValidationReport(components={"transformer": psnr(ref_out, rt_out)},
@@ -168,12 +187,12 @@ def _validate_dit(rt, model_dir, steps: int, guidance_scale: float | None, seed:
 
 
 def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference_steps: int,
-                 guidance_scale: float, seed: int, scheduler: str | None) -> ValidationReport:
+                 guidance_scale: float, seed: int, scheduler: str | None, progress) -> ValidationReport:
     import torch
 
     from edgegen.reference import sd_pipeline
 
-    ref, device = sd_pipeline(model_dir, scheduler)
+    ref, device = _stage(progress, "load the torch reference", sd_pipeline, model_dir, scheduler)
 
     def t(a):
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
@@ -194,9 +213,10 @@ def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference
         components["unet"] = psnr(unet_ref, unet_rt)
 
     ref_steps: list[np.ndarray] = []
+    ref_step = step_reporter(num_inference_steps, lambda i, t, x: ref_steps.append(x), progress, REFERENCE)
 
     def on_step(pipe, i, timestep, kwargs):
-        ref_steps.append(kwargs["latents"].detach().cpu().numpy())
+        ref_step(i, timestep, kwargs["latents"].detach().cpu().numpy())
         return kwargs
 
     ref_out = ref(prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
@@ -208,7 +228,8 @@ def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference
     rt_steps: list[np.ndarray] = []
     emb = rt.encode_prompt(prompt, negative_prompt)
     rt_latents = rt.denoise(emb, latents, num_inference_steps, guidance_scale, scheduler,
-                            callback=lambda i, ts_, lat: rt_steps.append(lat))
+                            callback=step_reporter(num_inference_steps, lambda i, ts_, lat: rt_steps.append(lat),
+                                                   progress, ARTIFACT))
     steps = [psnr(a, b) for a, b in zip(ref_steps, rt_steps)]
     nonfinite = next((i for i, lat in enumerate(rt_steps) if not np.all(np.isfinite(lat))), None)
 

@@ -14,6 +14,7 @@ from edgegen.core.artifact import Artifact
 from edgegen.core.errors import ArtifactError, BackendUnavailableError
 
 BACKENDS = ("tvm_vm", "onnxruntime", "coreml", "opencl", "webgpu", "metal")
+CPU_BACKENDS = ("tvm_vm", "onnxruntime")   # their load() takes threads=
 
 
 def get_backend(backend_id: str):
@@ -30,15 +31,27 @@ def get_backend(backend_id: str):
     return module
 
 
-def load_component(artifact: Artifact, name: str):
-    """A session for one component, run by the backend its manifest entry names."""
+def load_component(artifact: Artifact, name: str, threads: int | None = None):
+    """A session for one component, run by the backend its manifest entry names. `threads`: CPU
+    threads for the backends that run on this CPU (default: every core this process may use)."""
     comp = artifact.component(name)
-    return get_backend(comp.backend).load(artifact, comp)
+    backend = get_backend(comp.backend)
+    if comp.backend in CPU_BACKENDS:
+        return backend.load(artifact, comp, threads=threads)
+    return backend.load(artifact, comp)
 
 
-def load(path: str | Path, verify: bool = True, session_factory=None):
+def threads_used(sessions) -> int | None:
+    """The CPU threads the sessions' calls use (None where none runs on a CPU edgegen sizes)."""
+    counts = [s.threads for s in sessions if getattr(s, "threads", None) is not None]
+    return max(counts) if counts else None
+
+
+def load(path: str | Path, verify: bool = True, session_factory=None, threads: int | None = None):
     """Open an artifact folder and return its pipeline object. `session_factory(artifact, name)`,
-    when given, makes each component's session (e.g. on a remote device) instead of its backend."""
+    when given, makes each component's session (e.g. on a remote device) instead of its backend.
+    `threads`: CPU threads for components that run on this CPU (default: every core this process
+    may use, from its CPU affinity and cgroup quota; TVM_NUM_THREADS, when set, sizes TVM's pool)."""
     from . import class_conditional, stable_diffusion
 
     artifact = Artifact.open(path, verify=verify)
@@ -47,6 +60,6 @@ def load(path: str | Path, verify: bool = True, session_factory=None):
     kind = artifact.pipeline.get("kind")
     if kind not in pipelines:
         raise ArtifactError(f"{path}: pipeline kind {kind!r} is unknown to this edgegen; upgrade edgegen.")
-    make = session_factory or load_component
+    make = session_factory or (lambda art, name: load_component(art, name, threads))
     sessions = {name: make(artifact, name) for name in artifact.components}
     return pipelines[kind](artifact, sessions)

@@ -13,7 +13,7 @@ from edgegen.core.errors import InputError
 
 from .image import to_pil, to_uint8
 from .schedulers import make_scheduler
-from .stable_diffusion import PipelineOutput
+from .stable_diffusion import PipelineOutput, step_reporter
 
 KIND = "class-conditional-dit"
 
@@ -72,7 +72,9 @@ class ClassConditionalPipeline:
 
     def __call__(self, class_labels, num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  seed: int | None = None, noise: np.ndarray | None = None, scheduler: str | None = None,
-                 output_type: str = "pil", callback=None) -> PipelineOutput:
+                 output_type: str = "pil", callback=None, progress=None) -> PipelineOutput:
+        """`callback(i, t, samples)` after each step of each batch; `progress(event, stage, value)`
+        sees the denoising steps of all batches ("steps", "denoise", total), ("step", "denoise", done)."""
         ids = self.label_ids(class_labels)
         steps = num_inference_steps or self.sampling.get("steps", 25)
         guidance = self.sampling.get("guidance_scale", 4.0) if guidance_scale is None else guidance_scale
@@ -82,12 +84,13 @@ class ClassConditionalPipeline:
         elif tuple(noise.shape) != shape:
             raise InputError(f"noise must have shape {list(shape)} for {len(ids)} labels, got {list(noise.shape)}")
         t0 = time.perf_counter()
+        on_step = step_reporter(steps * -(-len(ids) // self.batch), callback, progress)
         samples = []
         for start in range(0, len(ids), self.batch):
             chunk, z = ids[start:start + self.batch], noise[start:start + self.batch]
             pad = self.batch - len(chunk)  # fill the static batch; padded outputs are dropped
             x = self.denoise(chunk + [chunk[0]] * pad, np.concatenate([z, np.repeat(z[:1], pad, 0)]), steps,
-                             guidance, scheduler, callback)
+                             guidance, scheduler, on_step)
             samples.append(x[:len(chunk)])
         final = np.concatenate(samples)
         images = to_uint8(final)

@@ -7,7 +7,9 @@ import importlib.util
 import numpy as np
 
 from edgegen.core.artifact import Artifact, Component
+from edgegen.core.cpus import available_cores
 from edgegen.core.errors import InputError
+from edgegen.core.quiet import verbose
 from edgegen.core.specs import check_inputs
 
 INSTALL_HINT = "pip install 'edgegen[onnx]' (onnxruntime==1.31.1)"
@@ -38,12 +40,15 @@ def adapt_feed(session, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 class Session:
-    def __init__(self, artifact: Artifact, component: Component):
+    """`threads`: onnxruntime's intra-op threads (default: every core this process may use)."""
+
+    def __init__(self, artifact: Artifact, component: Component, threads: int | None = None):
         import onnxruntime as ort
 
         self.component = component
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = 2 if verbose() else 3     # 2: onnxruntime's default, warnings
+        self.threads = opts.intra_op_num_threads = threads or available_cores()
         self._sess = ort.InferenceSession(str(artifact.file(component.files["model"])), opts,
                                           providers=["CPUExecutionProvider"])
         self._names = [s.name for s in component.outputs]
@@ -57,5 +62,5 @@ class Session:
         self._sess = None
 
 
-def load(artifact: Artifact, component: Component) -> Session:
-    return Session(artifact, component)
+def load(artifact: Artifact, component: Component, threads: int | None = None) -> Session:
+    return Session(artifact, component, threads)

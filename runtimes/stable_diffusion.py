@@ -71,7 +71,10 @@ class StableDiffusionPipeline:
 
     def __call__(self, prompt: str, negative_prompt: str = "", num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, seed: int | None = None, latents: np.ndarray | None = None,
-                 scheduler: str | None = None, output_type: str = "pil", callback=None) -> PipelineOutput:
+                 scheduler: str | None = None, output_type: str = "pil", callback=None,
+                 progress=None) -> PipelineOutput:
+        """`callback(i, t, latents)` after each step; `progress(event, stage, value)` sees the
+        denoising steps ("steps", "denoise", total), then ("step", "denoise", done) after each."""
         num_inference_steps = num_inference_steps or DEFAULT_STEPS
         guidance_scale = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
         if not isinstance(prompt, str):
@@ -87,7 +90,7 @@ class StableDiffusionPipeline:
         timings["text_encoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         final = self.denoise(emb, latents.astype(np.float32), num_inference_steps, guidance_scale,
-                             scheduler, callback)
+                             scheduler, step_reporter(num_inference_steps, callback, progress))
         timings["denoise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         images = to_uint8(self.decode(final))
@@ -98,3 +101,21 @@ class StableDiffusionPipeline:
     def close(self) -> None:
         for s in self.sessions.values():
             s.close()
+
+
+def step_reporter(total: int, callback=None, progress=None, stage: str = "denoise"):
+    """A denoising-step callback that calls `callback` and tells `progress` how many of the stage's
+    `total` steps are done."""
+    if progress is None:
+        return callback
+    progress("steps", stage, total)
+    done = 0
+
+    def on_step(i, t, x):
+        nonlocal done
+        done += 1
+        progress("step", stage, done)
+        if callback is not None:
+            callback(i, t, x)
+
+    return on_step

@@ -45,11 +45,12 @@ def connect(url: str, session_timeout_s: float = 600.0):
                                       f"registered with `--key {key}`?") from exc
 
 
-def remote_session(artifact: Artifact, component: Component, remote):
-    """One tvm_vm component on the remote device, with the local session's run() contract."""
+def remote_session(artifact: Artifact, component: Component, remote, threads: int | None = None):
+    """One tvm_vm component on the remote device, with the local session's run() contract;
+    `threads`: how many of the device's TVM pool threads it uses (default all)."""
     from .tvm_vm import Session
 
     if component.backend != "tvm_vm":
         raise BackendUnavailableError(f"component {component.name!r} runs on {component.backend!r}; "
                                       f"only tvm_vm artifacts run through TVM RPC")
-    return Session(artifact, component, remote=remote)
+    return Session(artifact, component, remote=remote, threads=threads)

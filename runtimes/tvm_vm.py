@@ -19,9 +19,11 @@ def is_available() -> bool:
 
 class Session:
     """A component on this CPU, or on a remote device when given a TVM RPC session (the library
-    is uploaded there; weights and inputs are copied to the device)."""
+    is uploaded there; weights and inputs are copied to the device). `threads`: how many of the
+    pool's threads its calls use (default all; the pool holds every core this process may use,
+    see tvm_import); `self.threads` is the count TVM reports."""
 
-    def __init__(self, artifact: Artifact, component: Component, remote=None):
+    def __init__(self, artifact: Artifact, component: Component, remote=None, threads: int | None = None):
         from .tvm_import import import_tvm
 
         tvm = import_tvm()
@@ -40,6 +42,10 @@ class Session:
         self._params = [tvm.runtime.tensor(np.asarray(weights[s.name]), self._device)
                         for s in component.weights]
         self._main = self._vm["main"]
+        self._local = remote is None
+        self._pool = ThreadPool(tvm.get_global_func if self._local else remote.get_function)
+        self._threads_asked = threads
+        self.threads = self._pool.use(threads)
 
     def _args(self, inputs: dict) -> list:
         """The VM's arguments: the checked inputs on the device, then the weights."""
@@ -47,6 +53,8 @@ class Session:
         return [*(self._tvm.runtime.tensor(np.ascontiguousarray(a), self._device) for a in arrays), *self._params]
 
     def run(self, **inputs) -> dict[str, np.ndarray]:
+        if self._local and self._pool.size() != self.threads:     # another session here resized the pool
+            self._pool.use(self._threads_asked)
         result = self._main(*self._args(inputs))
         outs = [result] if len(self.component.outputs) == 1 else list(result)
         return {spec.name: out.numpy() for spec, out in zip(self.component.outputs, outs)}
@@ -88,8 +96,28 @@ class Session:
         self._main = None
 
 
-def load(artifact: Artifact, component: Component) -> Session:
-    return Session(artifact, component)
+def load(artifact: Artifact, component: Component, threads: int | None = None) -> Session:
+    return Session(artifact, component, threads=threads)
+
+
+class ThreadPool:
+    """TVM's CPU thread pool, here or on a remote device: one per process (per calling thread),
+    shared by every session there. Its size is fixed when it starts (see tvm_import); use() picks
+    how many of its threads the calls use."""
+
+    def __init__(self, get_function):
+        self._configure = get_function("runtime.config_threadpool")
+        self._size = get_function("runtime.NumThreads")
+
+    def use(self, threads: int | None) -> int:
+        """Use `threads` threads (None: all the pool holds); returns how many it uses."""
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self._configure(1, threads or 0)     # 1: TVM's "big cores" affinity mode; 0: every thread
+        return self.size()
+
+    def size(self) -> int:
+        return int(self._size())
 
 
 def each_kernel_output(vm, args: list, visit) -> None:

@@ -1,7 +1,7 @@
-import contextlib
 import importlib.util
-import io
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -56,18 +56,38 @@ def tiny_sd_dir(tmp_path_factory):
     return make_tiny_sd_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
 
 
+def edgegen_cli(*args, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`edgegen ARGS` in its own process, as a user runs it: (returncode, stdout, stderr)."""
+    return subprocess.run([sys.executable, "-m", "edgegen", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
 @pytest.fixture(scope="session")
-def tiny_build(tiny_sd_dir, tmp_path_factory):
-    """The tiny pipeline built for the CPU through the CLI, once per session: (artifact dir, --json summary)."""
+def tvm_compiler():
+    """TVM with its compiler, imported before any test loads an artifact: a load imports TVM's runtime
+    alone (edgegen.runtimes.tvm_import), and a build in the same process would then refuse."""
     if not HAS_TVM:
         pytest.skip("needs apache-tvm to build")
-    from edgegen.cli import main
+    from edgegen.converters.lower import import_tvm_compiler
 
+    return import_tvm_compiler()
+
+
+@pytest.fixture(scope="session")
+def tiny_build_process(tiny_sd_dir, tmp_path_factory, tvm_compiler):
+    """The tiny pipeline built for the CPU by `edgegen build --json` in its own process, once per
+    session: (artifact dir, the finished process, whose output the console test reads)."""
     out = tmp_path_factory.mktemp("artifacts") / "tiny-cpu"
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        assert main(["build", str(tiny_sd_dir), "--target", "cpu", "--out", str(out), "--json", "--quiet"]) == 0
-    return out, json.loads(stdout.getvalue())
+    proc = edgegen_cli("build", tiny_sd_dir, "--target", "cpu", "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tiny_build_process):
+    """The tiny CPU build: (artifact dir, --json summary)."""
+    out, proc = tiny_build_process
+    return out, json.loads(proc.stdout)
 
 
 @pytest.fixture(scope="session")

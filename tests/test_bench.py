@@ -11,6 +11,7 @@ import time
 import pytest
 
 from edgegen.bench import bench
+from edgegen.core.cpus import available_cores
 
 pytestmark = [pytest.mark.tvm, pytest.mark.torch, pytest.mark.slow]
 
@@ -81,6 +82,8 @@ def test_local(tiny_artifact):
     for comp in data["components"].values():
         assert comp["runs_ok"] == 3 and 0 < comp["min_ms"] <= comp["median_ms"] <= comp["max_ms"]
     assert report.cold_start_s > 0 and report.image_s > 0 and report.peak_rss_bytes > 10e6
+    assert report.threads == int(os.environ.get("TVM_NUM_THREADS", available_cores()))
+    assert bench(str(tiny_artifact), runs=1, warmup=0, steps=1, threads=1).threads == 1
 
 
 @pytest.mark.rpc
@@ -128,3 +131,12 @@ def test_rpc_server_hangs(tiny_artifact, farm):
 def test_no_such_device(tiny_artifact):
     report = bench(str(tiny_artifact), device=f"rpc://127.0.0.1:{_free_port()}/nobody", runs=2, run_timeout_s=60)
     assert report.failed and "no device" in report.errors[0]
+
+
+def test_local_limits_name_their_flag(tiny_artifact):
+    """A local worker that is still working is slow, not dead: the message names the limit and its flag."""
+    slow = bench(str(tiny_artifact), runs=1, warmup=0, steps=2, run_timeout_s=0.01)
+    assert slow.failed and "--run-timeout" in slow.errors[0] and "still running" in slow.errors[0]
+    assert "device" not in slow.errors[0]
+    whole = bench(str(tiny_artifact), runs=1, warmup=0, steps=2, total_timeout_s=0.5)
+    assert whole.failed and "--total-timeout" in whole.errors[0]

@@ -81,3 +81,21 @@ def test_cli_run_label_and_demo(digits_artifact, tmp_path, capsys):
     assert result["built_seconds"] is None and result["images"] == 100
     assert result["class_accuracy"] >= 0.8
     assert Image.open(tmp_path / "demo.png").size == (4 * (10 * 17 - 1),) * 2  # 10 tiles of 16 px, 1 px gaps, x4
+
+
+def test_threads_used_are_reported(digits_artifact):
+    """The transformer runs on every core this process may use unless asked for fewer; a session that
+    asked for all gets them back after another one asked for one."""
+    import os
+
+    from edgegen.core.cpus import available_cores
+    from edgegen.profiling import profile
+    from edgegen.runtimes.tvm_import import import_tvm
+
+    every = int(os.environ.get("TVM_NUM_THREADS", available_cores()))
+    pipe = edgegen.runtimes.load(digits_artifact)
+    assert edgegen.runtimes.threads_used(pipe.sessions.values()) == every
+    assert profile(digits_artifact, runs=1, steps=2, threads=1)["threads"] == 1
+    pipe(list(range(10)), num_inference_steps=1)
+    assert import_tvm().runtime.num_threads() == every
+    pipe.close()

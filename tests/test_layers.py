@@ -30,7 +30,7 @@ def _imports(folder: str) -> set[tuple[str, str]]:
 def test_layer_imports(folder, allowed):
     stdlib = {"__future__", "dataclasses", "hashlib", "json", "os", "shutil", "tempfile", "time", "struct",
               "pathlib", "importlib", "importlib.util", "sys", "math", "typing", "re", "socket", "contextlib",
-              "inspect", "linecache"}
+              "inspect", "linecache", "logging", "warnings"}
     bad = sorted((f, m) for f, m in _imports(folder)
                  if m not in stdlib and not any(m == a or m.startswith(a + ".") for a in allowed))
     assert not bad, f"{folder} imports outside its layer: {bad}"
