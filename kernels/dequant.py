@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 DECODE_PREFIX = "edgegen_decode_"
-PATTERN_NAMES = ("edgegen.decode_matmul", "edgegen.decode_conv2d")
+PATTERN_NAMES = ("edgegen.decode_matmul", "edgegen.decode_conv2d", "edgegen.decode_take")
 
 
 def _flat(shape: tuple, idx) -> tuple:
@@ -135,7 +135,8 @@ def decode_func(scheme, shape: tuple, arrays: dict[str, np.ndarray], words: bool
 
 
 def make_fusion_pass():
-    """FuseOpsByPattern: decode -> [permute_dims] -> matmul/conv2d [-> add] as one kernel."""
+    """FuseOpsByPattern: decode -> [permute_dims] -> matmul/conv2d [-> add] as one kernel, and decode ->
+    take (a lookup table's gather)."""
     from tvm import relax
     from tvm.relax.dpl import GlobalVarPattern, is_op, wildcard
     from tvm.relax.dpl.pattern import _is_call_tir
@@ -149,6 +150,7 @@ def make_fusion_pass():
     decoded = decode()
     matmul = is_op("relax.matmul")(wildcard(), is_op("relax.permute_dims")(decoded) | decoded)
     conv = is_op("relax.nn.conv2d")(wildcard(), decode())
+    take = is_op("relax.take")(decode(), wildcard())        # a packed lookup table: decode the rows read
     patterns = [(PATTERN_NAMES[0], with_add(matmul)), (PATTERN_NAMES[0], matmul),
-                (PATTERN_NAMES[1], with_add(conv)), (PATTERN_NAMES[1], conv)]
+                (PATTERN_NAMES[1], with_add(conv)), (PATTERN_NAMES[1], conv), (PATTERN_NAMES[2], take)]
     return relax.transform.FuseOpsByPattern(patterns, bind_constants=False, annotate_codegen=False)

@@ -123,6 +123,9 @@ def test_lookup_table_is_packed_and_decoded_row_by_row_in_the_gather(tmp_path):
     assert built.plan["tensors"]["p_table_weight.codes"]["dtype"] == "uint32"
     assert "p_table_weight" not in built.plan["tensors"]
     assert not [n for n in built.plan["tensors"] if ".scratch" in n]
+    # one kernel decodes and gathers: no decoded table in the arena
+    assert not [t for t in built.plan["tensors"].values() if t["storage"] == "arena" and t["shape"] == [50, 64]]
+    assert any("decode" in launch["program"] and "take" in launch["program"] for launch in built.plan["launches"])
     assert psnr(_rounded(model, ids, "w4g32", ("table", "proj")), got) >= 90.0
 
 
