@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import safetensors_io
+from . import manifest_check, safetensors_io
 from .errors import ArtifactError
+from .input_ranges import with_ranges
 from .specs import TensorSpec
 
 SCHEMA_VERSION = 1
@@ -165,7 +166,7 @@ class Artifact:
     def __init__(self, root: Path, manifest: dict):
         self.root = root
         self.manifest = manifest
-        self.components = {n: Component.from_json(n, c) for n, c in manifest["components"].items()}
+        self.components = {n: with_ranges(Component.from_json(n, c)) for n, c in manifest["components"].items()}
 
     @classmethod
     def open(cls, root: str | Path, verify: bool = True) -> "Artifact":
@@ -177,25 +178,16 @@ class Artifact:
                 f"{root} is not an edgegen artifact: {MANIFEST} is missing{hint}. "
                 f"Build one with `edgegen build MODEL_DIR --out {root}`."
             )
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except ValueError as exc:
-            raise ArtifactError(f"{manifest_path} is not valid JSON ({exc}); rebuild the artifact.") from exc
+        manifest = manifest_check.read_json(manifest_path)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ArtifactError(f"{manifest_path} is not an edgegen manifest (no format {FORMAT!r}).")
         version = manifest.get("schema_version")
-        if not isinstance(version, int):
-            raise ArtifactError(f"{manifest_path}: schema_version is missing; rebuild the artifact.")
-        if version > SCHEMA_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
             raise ArtifactError(
                 f"{root} uses artifact schema {version}, newer than this edgegen reads ({SCHEMA_VERSION}). "
                 f"Upgrade edgegen (`pip install -U edgegen`) or rebuild the artifact with this version."
             )
-        if version < 1:
-            raise ArtifactError(f"{manifest_path}: schema_version {version} is invalid; rebuild the artifact.")
-        for key in ("components", "files", "pipeline"):
-            if key not in manifest:
-                raise ArtifactError(f"{manifest_path}: section {key!r} is missing; rebuild the artifact.")
+        manifest_check.check_manifest(manifest, str(manifest_path))
         art = cls(root, manifest)
         art._check_files(verify)
         return art
@@ -206,8 +198,12 @@ class Artifact:
             for rel in comp.files.values():
                 if rel not in files:
                     raise ArtifactError(f"{self.root}: component {comp.name!r} names {rel}, which the manifest does not list.")
+        inside = self.root.resolve()
         for rel, info in files.items():
             path = self.root / rel
+            if path.is_symlink() or not path.resolve().is_relative_to(inside):
+                raise ArtifactError(f"{self.root}: file {rel} is a link or lies outside the artifact folder; "
+                                    f"an artifact holds plain files only. Copy the artifact again or rebuild it.")
             if not path.is_file():
                 raise ArtifactError(f"{self.root}: file {rel} is missing; the artifact is incomplete. Rebuild it.")
             size = path.stat().st_size
