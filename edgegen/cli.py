@@ -8,6 +8,8 @@ import json
 import sys
 import time
 
+from edgegen.cli_trust import add_parsers, add_trusted_key, check_trusted
+
 
 def _progress_printer(stream=sys.stderr):
     start = time.perf_counter()
@@ -32,6 +34,10 @@ def cmd_build(args) -> int:
                    quant=args.quant, attention=args.attention, minimum_ios=args.min_ios,
                    chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb)
     result = _quant_final_check(args, report) if args.quant and args.final_check else None
+    if args.sign:
+        from edgegen.core.signing import sign
+
+        sign(report.artifact, args.sign)
     if args.json:
         print(json.dumps({**report.to_json(), **({"quant_result": result} if result else {})}, indent=1))
     else:
@@ -90,7 +96,7 @@ def cmd_run(args) -> int:
     from edgegen.runtimes import load
 
     t0 = time.perf_counter()
-    pipe = load(args.artifact)
+    pipe = load(args.artifact, trusted_keys=args.trusted_keys)
     t_load = time.perf_counter() - t0
     sampling = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed,
                 "scheduler": args.scheduler}
@@ -114,7 +120,7 @@ def cmd_run(args) -> int:
 def cmd_inspect(args) -> int:
     from edgegen.core import Artifact
 
-    art = Artifact.open(args.artifact, verify=True)
+    art = Artifact.open(args.artifact, verify=True, trusted_keys=args.trusted_keys)
     m = art.manifest
     if args.json:
         print(json.dumps(m, indent=1))
@@ -179,6 +185,7 @@ def _print_gpu_info(info: dict) -> None:
 def cmd_validate(args) -> int:
     from edgegen import validate
 
+    check_trusted(args)
     report = validate(args.artifact, args.model_dir, prompt=args.prompt, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler, trace=args.trace,
                       bisect=True if args.bisect else None)
@@ -218,6 +225,7 @@ def cmd_validate(args) -> int:
 def cmd_bench(args) -> int:
     from edgegen.bench import bench
 
+    check_trusted(args)
     report = bench(args.artifact, device=args.device, runs=args.runs, warmup=args.warmup, steps=args.steps,
                    run_timeout_s=args.run_timeout)
     data = report.to_json()
@@ -346,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --quant: skip running the artifact against the float32 pipeline afterwards")
     b.add_argument("--quiet", action="store_true", help="no progress display")
     b.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    b.add_argument("--sign", metavar="KEYFILE", help="sign the artifact with this private key (`edgegen keygen`)")
     b.set_defaults(func=cmd_build)
 
     def sampling(p):
@@ -358,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="generate an image with an artifact (no torch needed)")
     r.add_argument("artifact")
+    add_trusted_key(r)
     r.add_argument("--negative-prompt", default="")
     r.add_argument("--label", help="class id or name, for class-conditional models")
     r.add_argument("--out", default="image.png")
@@ -366,11 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="show what an artifact holds")
     i.add_argument("artifact")
+    add_trusted_key(i)
     i.add_argument("--json", action="store_true", help="print the manifest")
     i.set_defaults(func=cmd_inspect)
 
     v = sub.add_parser("validate", help="compare an artifact with its source pipeline in torch")
     v.add_argument("artifact")
+    add_trusted_key(v)
     v.add_argument("model_dir")
     v.add_argument("--report", help="write report.md, report.json and PNGs to this folder")
     v.add_argument("--bisect", action="store_true",
@@ -384,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="build the digits generator for the CPU and draw a 10x10 grid of samples")
     be = sub.add_parser("bench", help="latency and memory, here or on a device through TVM's RPC tracker")
     be.add_argument("artifact")
+    add_trusted_key(be)
     be.add_argument("--device", default="local", help="local, or rpc://TRACKER_HOST:PORT/KEY")
     be.add_argument("--runs", type=int, default=10)
     be.add_argument("--warmup", type=int, default=2)
@@ -418,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
+    add_parsers(sub)
     return parser
 
 

@@ -41,7 +41,7 @@ def test_core_imports_numpy_only():
     import subprocess
     import sys
 
-    code = ("import sys, edgegen.core, edgegen.core.manifest_check; "
+    code = ("import sys, edgegen.core, edgegen.core.manifest_check, edgegen.core.signing; "
             "print(sorted(m for m in ('jsonschema', 'cryptography') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -52,10 +52,16 @@ def read_json(path: Path, where: str | None = None):
         if size > MAX_JSON_BYTES:
             raise ArtifactError(f"{where}: {size} bytes, more than the {MAX_JSON_BYTES} a JSON file of an "
                                 f"artifact may have; {REBUILD}.")
-        return json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant,
-                          object_pairs_hook=_unique_keys)
+        data = path.read_bytes()
     except OSError as exc:
         raise ArtifactError(f"{where}: cannot be read ({exc.strerror}); {REBUILD}.") from exc
+    return parse_json(data, where)
+
+
+def parse_json(data: bytes, where: str):
+    """The strict parse of read_json, on bytes already read (e.g. those a signature covers)."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:     # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ArtifactError(f"{where}: not valid JSON ({_short(str(exc))}); {REBUILD}.") from exc
 
