@@ -28,9 +28,12 @@ def build_artifacts(work: Path) -> dict[str, Path]:
 
     digits = ROOT / "examples" / "digits" / "pipeline"
     out = {"digits-cpu": work / "digits-cpu", "digits-mali": work / "digits-mali", "tiny-sd-cpu": work / "tiny-cpu"}
-    edgegen.build(digits, out["digits-cpu"], target="cpu")
-    edgegen.build(digits, out["digits-mali"], target="mali", batch=2)
-    edgegen.build(make_tiny_sd_pipeline(work / "tiny-sd"), out["tiny-sd-cpu"], target="cpu")
+    builds = {"digits-cpu": lambda p: edgegen.build(digits, p, target="cpu"),
+              "digits-mali": lambda p: edgegen.build(digits, p, target="mali", batch=2),
+              "tiny-sd-cpu": lambda p: edgegen.build(make_tiny_sd_pipeline(work / "tiny-sd"), p, target="cpu")}
+    for name, build in builds.items():
+        if not (out[name] / "manifest.json").is_file():     # kept from an earlier run with the same --work
+            build(out[name])
     return out
 
 
@@ -89,7 +92,8 @@ def main() -> int:
             print(f"  {done[0]} cases mutated and opened", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    cases = fuzz(artifacts, args.cases, args.seed, work / "cases", key, progress=progress)
+    cases = fuzz(artifacts, args.cases, args.seed, work / "cases", key, progress=progress,
+                 general_share={"digits-mali": 0.33, "tiny-sd-cpu": 0.33})
     fuzz_s = time.perf_counter() - t0
     result = tally(cases)
     bad = [c.to_json() for c in cases if c.outcome in ("traceback", "signal", "hang")]

@@ -37,6 +37,7 @@ def check_components(artifact: Artifact, needed: dict) -> None:
 
 def prepare(path: str | Path, verify: bool = True, trusted_keys: list | None = None):
     """Open and check the artifact at `path`; returns (artifact, its pipeline class)."""
+    from .elf_check import check_elf
     from .launch_plan import PlanComponent
     from .schedulers import read_scheduler_config
     from .tokenizer import read_merges, read_vocab
@@ -55,4 +56,6 @@ def prepare(path: str | Path, verify: bool = True, trusted_keys: list | None = N
     for comp in artifact.components.values():
         if "plan" in comp.files:
             PlanComponent(artifact, comp)
+        if "library" in comp.files:
+            check_elf(artifact.file(comp.files["library"]), comp.name)
     return artifact, pipeline

@@ -67,7 +67,10 @@ class PlanComponent:
             for spec in specs:
                 name = self.plan[role].get(spec.name)
                 t = self.plan["tensors"].get(name) if name is not None else None
-                if t is None or t["dtype"] != spec.dtype or tuple(t["shape"]) != spec.shape:
+                # a plan may store a float tensor in another float type than the host sees (fp16 plans)
+                same = t is not None and (t["dtype"] == spec.dtype or
+                                          {np.dtype(t["dtype"]).kind, np.dtype(spec.dtype).kind} == {"f"})
+                if not same or tuple(t["shape"]) != spec.shape:
                     raise ArtifactError(f"{plan_file}: {role}/{spec.name} does not match the manifest's "
                                         f"{spec.dtype}{list(spec.shape)}; rebuild the artifact.")
 

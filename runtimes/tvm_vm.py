@@ -11,6 +11,7 @@ from edgegen.core.artifact import Artifact, Component
 from edgegen.core.errors import ArtifactError
 from edgegen.core.specs import check_inputs
 
+from .elf_check import check_elf
 from .native_errors import wrapped
 
 INSTALL_HINT = "pip install 'edgegen[runtime]' (apache-tvm==0.27.0.post1, apache-tvm-ffi==0.1.14.post0)"
@@ -38,6 +39,7 @@ class Session:
                                     f"(files/{role}); rebuild the artifact.")
         library = str(artifact.file(component.files["library"]))
         self._library = library
+        check_elf(library, component.name)
         with wrapped(component.name, "loading the library", library):
             if remote is None:
                 self._device, lib = tvm.cpu(), tvm.runtime.load_module(library)

@@ -100,7 +100,13 @@ def _json_mutation(rng: np.random.Generator, doc, op: str, skip=()) -> tuple[obj
         paths = [(p, v) for p, v in paths if isinstance(v, (int, float)) and not isinstance(v, bool)] or paths
     elif op == "string":
         paths = [(p, v) for p, v in paths if isinstance(v, str)] or paths
-    path, value = paths[rng.integers(len(paths))]
+    # one field name (list positions folded) first, then one place it occurs: a long list such as the
+    # kernel table does not crowd out the other fields
+    groups: dict[tuple, list] = {}
+    for p, v in paths:
+        groups.setdefault(tuple("#" if isinstance(k, int) else k for k in p), []).append((p, v))
+    group = list(groups.values())[rng.integers(len(groups))]
+    path, value = group[rng.integers(len(group))]
     parent = _get(doc, path[:-1])
     key = path[-1]
     where = "/".join(map(str, path))
@@ -388,20 +394,33 @@ def _sig_flip(rng, root):
 
 # ---- planning and running --------------------------------------------------------------------
 
-def plan_cases(artifacts: dict[str, Path], n: int, seed: int, signed_share: float = 0.12) -> list[Case]:
-    """`n` cases spread evenly over the kinds that apply to each artifact (fixed by `seed`)."""
+# the kinds that only some artifacts have files for; the others apply to every artifact
+SPECIFIC = ("plan.", "kernels.", "library.", "tokenizer.")
+
+
+def plan_cases(artifacts: dict[str, Path], n: int, seed: int, signed_share: float = 0.12,
+               general_share: dict[str, float] | None = None) -> list[Case]:
+    """`n` cases over the kinds that apply to each artifact (fixed by `seed`). Every (artifact, kind)
+    is equally likely, except that general kinds (manifest, scheduler, weights, files) on artifact A
+    weigh `general_share[A]` (default 1): an artifact that is slow to load can be kept to the kinds
+    only it has."""
     rng = np.random.default_rng(seed)
-    slots = []
+    share = general_share or {}
+    slots, weights = [], []
     for name, root in artifacts.items():
         m = _manifest(Path(root))
-        slots += [(name, kind, False) for kind, (_, applies) in KINDS.items() if applies(m)]
-        slots += [(name, kind, True) for kind, (_, applies) in SIGNED_KINDS.items() if applies(m)]
-    plain = [s for s in slots if not s[2]]
-    signed = [s for s in slots if s[2]]
+        for table, is_signed in ((KINDS, False), (SIGNED_KINDS, True)):
+            for kind, (_, applies) in table.items():
+                if applies(m):
+                    slots.append((name, kind, is_signed))
+                    weights.append(1.0 if kind.startswith(SPECIFIC) else share.get(name, 1.0))
+    weights = np.asarray(weights)
+    signed = np.array([s[2] for s in slots])
     cases = []
     for i in range(n):
-        pool = signed if rng.random() < signed_share else plain
-        name, kind, is_signed = pool[rng.integers(len(pool))]
+        pick = signed if rng.random() < signed_share else ~signed
+        p = np.where(pick, weights, 0.0)
+        name, kind, is_signed = slots[rng.choice(len(slots), p=p / p.sum())]
         cases.append(Case(i, name, kind, signed=is_signed))
     return cases
 
@@ -544,11 +563,11 @@ def run_in_workers(items: list[tuple[Case, Path]], trusted_keys: list, batch_siz
 
 
 def fuzz(artifacts: dict[str, Path], n: int, seed: int, work: Path, keyfile: Path, batch_size: int = 12,
-         timeout_s: float = 120.0, progress=None) -> list[Case]:
+         timeout_s: float = 120.0, progress=None, general_share: dict[str, float] | None = None) -> list[Case]:
     """Plan `n` cases, mutate, open in-process, run the survivors in workers; returns the cases."""
     work.mkdir(parents=True, exist_ok=True)
     trusted = [Path(str(keyfile) + ".pub")]
-    cases = plan_cases(artifacts, n, seed)
+    cases = plan_cases(artifacts, n, seed, general_share=general_share)
     survivors = []
     for case in cases:
         t0 = time.perf_counter()
