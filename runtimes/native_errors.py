@@ -12,9 +12,15 @@ _DETAIL_CHARS = 300
 
 
 def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (TVM's carry a C++ backtrace after it)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("File ")]
+    """The gist of an exception's message on one line: its first line, and the next ones while that
+    is short (TVM's messages carry a C++ backtrace after the first line; wgpu's start with a title)."""
+    lines = [ln.strip() for ln in str(exc).splitlines()
+             if ln.strip() and not ln.strip().startswith(("File ", "Caused by", "│", "┌", "^"))]
     text = lines[0] if lines else type(exc).__name__
+    for line in lines[1:4]:
+        if len(text) >= 80:
+            break
+        text += "; " + line
     return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "…"
 
 

@@ -28,7 +28,19 @@ def validator(name: str):
     """The validator of schema `name` (manifest, launch_plan, scheduler_config)."""
     jsonschema = require("jsonschema", "runtime")
     schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(_inline(schema, schema.get("$defs", {})))
+
+
+def _inline(node, defs: dict):
+    """The schema with each local `{"$ref": "#/$defs/x"}` replaced by its definition (none is
+    recursive): the same rules, checked about twice as fast as jsonschema resolves references."""
+    if isinstance(node, dict):
+        if set(node) == {"$ref"} and node["$ref"].startswith("#/$defs/"):
+            return _inline(defs[node["$ref"][len("#/$defs/"):]], defs)
+        return {k: _inline(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
 
 
 def _no_constant(name: str):
