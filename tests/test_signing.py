@@ -98,3 +98,12 @@ def test_other_key_is_refused_and_cli_run_accepts_the_right_one(signed, keys, tm
 
 def test_keygen_never_overwrites(keys):
     assert main(["keygen", str(keys[0])]) == 2
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "validate", "inspect"])
+def test_every_command_that_opens_an_artifact_takes_trusted_key(digits_artifact, digits_model_dir, keys, command,
+                                                                 capsys):
+    extra = [str(digits_model_dir)] if command == "validate" else []
+    assert main([command, str(digits_artifact), *extra, "--trusted-key", str(keys[1])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "manifest.sig is missing: the artifact is unsigned" in err
