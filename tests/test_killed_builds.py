@@ -1,7 +1,6 @@
 """A build killed (SIGKILL) at any moment leaves no half-written artifact: `edgegen run` refuses
 the path with a clear message, and a rebuild into it succeeds."""
 
-import os
 import signal
 import subprocess
 import sys
