@@ -93,7 +93,15 @@ def _get(node, path):
 
 
 def _json_mutation(rng: np.random.Generator, doc, op: str, skip=()) -> tuple[object, str]:
-    """One structural edit of a JSON document: returns (new document, what was done)."""
+    """One structural edit of a JSON document that changes it: returns (new document, what was done)."""
+    for _ in range(20):
+        new, what = _json_edit(rng, doc, op, skip)
+        if json.dumps(new, sort_keys=True) != json.dumps(doc, sort_keys=True):
+            break
+    return new, what
+
+
+def _json_edit(rng: np.random.Generator, doc, op: str, skip=()) -> tuple[object, str]:
     doc = copy.deepcopy(doc)
     paths = [(p, v) for p, v in _paths(doc) if p and not any(s in p for s in skip)]
     if op == "number":
@@ -461,8 +469,9 @@ def _classify(case: Case, exc: BaseException | None) -> None:
     elif isinstance(exc, EdgegenError):
         text = str(exc)
         case.message = text
-        signature = case.signed and ("signature" in text or "signed" in text or "SHA-256" in text
-                                     or "manifest.sig" in text)
+        # the signature, then the signed checksums and sizes of every file
+        signature = case.signed and any(mark in text for mark in ("signature", "signed", "SHA-256", "manifest.sig",
+                                                                  "the manifest says"))
         case.outcome = "signature" if signature else "error"
     else:
         case.outcome = "traceback"
