@@ -296,7 +296,7 @@ def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, t
     shown = swift or cap
     writer.add_component(Component(
         name=name, backend=target.backend, family=cap.family, files=files,
-        inputs=[TensorSpec.of(n, a) for n, a in shown.inputs.items()],
+        inputs=[TensorSpec.of(n, a, shown.ranges.get(n)) for n, a in shown.inputs.items()],
         outputs=[TensorSpec.of(n, a) for n, a in zip(shown.outputs, actual)],
         weights=weight_specs,
         info={"parity_psnr_db": measured, "parity_threshold_db": gate, **info}))

@@ -3,7 +3,7 @@ and outputs, example inputs, and the output names, ready for `torch.export`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,6 +14,7 @@ class Captured:
     module: object                 # torch.nn.Module whose forward takes `inputs` in order
     inputs: dict[str, np.ndarray]  # example inputs, which also fix the static shapes
     outputs: list[str]
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)   # integer inputs that index a table
 
 
 def _wrap(fn):

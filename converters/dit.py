@@ -45,6 +45,7 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
     null = np.full(n, cfg.num_embeds_ada_norm)
     components = {"transformer": capture.dit_transformer(
         model, np.concatenate([x, x]), np.full(2 * n, 500.0, np.float32), np.concatenate([labels, null]))}
+    components["transformer"].ranges["class_labels"] = (0, cfg.num_embeds_ada_norm)   # the null class included
     scheduler_config = source.read_scheduler_config(root)
     id2label = index.get("id2label") or {str(i): str(i) for i in range(cfg.num_embeds_ada_norm)}
     sampling = (index.get("edgegen") or {}).get("sampling", {"steps": 25, "guidance_scale": 4.0})

@@ -71,6 +71,7 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
         "unet": capture.unet2d_condition(unet, x, np.array([500.0, 500.0], np.float32), emb),
         "vae_decoder": capture.vae_decoder(vae, rng.standard_normal(latent, dtype=np.float32)),
     }
+    components["text_encoder"].ranges["input_ids"] = (0, text_encoder.config.vocab_size - 1)
     scheduler_config = source.read_scheduler_config(root)
 
     pipeline = {"kind": KIND, "height": height, "width": width, "latent_shape": list(latent),

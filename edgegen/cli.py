@@ -10,6 +10,8 @@ import sys
 import time
 
 from edgegen.console import line
+from edgegen.cli_trust import add_parsers, add_trusted_key, check_trusted
+
 
 
 def _progress(args):
@@ -27,6 +29,10 @@ def cmd_build(args) -> int:
                    quant=args.quant, attention=args.attention, minimum_ios=args.min_ios,
                    chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb, precision=args.precision)
     result = _quant_final_check(args, report) if args.quant and args.final_check else None
+    if args.sign:
+        from edgegen.core.signing import sign
+
+        sign(report.artifact, args.sign)
     if args.json:
         print(json.dumps({**report.to_json(), **({"quant_result": result} if result else {})}, indent=1))
     else:
@@ -86,7 +92,7 @@ def cmd_run(args) -> int:
     from edgegen.runtimes import load
 
     t0 = time.perf_counter()
-    pipe = load(args.artifact, threads=args.threads)
+    pipe = load(args.artifact, threads=args.threads, trusted_keys=args.trusted_keys)
     t_load = time.perf_counter() - t0
     sampling = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed,
                 "scheduler": args.scheduler}
@@ -110,7 +116,7 @@ def cmd_run(args) -> int:
 def cmd_inspect(args) -> int:
     from edgegen.core import Artifact
 
-    art = Artifact.open(args.artifact, verify=True)
+    art = Artifact.open(args.artifact, verify=True, trusted_keys=args.trusted_keys)
     m = art.manifest
     if args.json:
         print(json.dumps(m, indent=1))
@@ -175,6 +181,7 @@ def _print_gpu_info(info: dict) -> None:
 def cmd_validate(args) -> int:
     from edgegen import validate
 
+    check_trusted(args)
     report = validate(args.artifact, args.model_dir, prompt=args.prompt, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler, trace=args.trace,
                       bisect=True if args.bisect else None, threads=args.threads, progress=_progress(args))
@@ -215,6 +222,7 @@ def cmd_validate(args) -> int:
 def cmd_bench(args) -> int:
     from edgegen.bench import bench
 
+    check_trusted(args)
     report = bench(args.artifact, device=args.device, runs=args.runs, warmup=args.warmup, steps=args.steps,
                    run_timeout_s=args.run_timeout, total_timeout_s=args.total_timeout, threads=args.threads)
     data = report.to_json()
@@ -346,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --quant: skip running the artifact against the float32 pipeline afterwards")
     b.add_argument("--quiet", action="store_true", help="no progress display")
     b.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    b.add_argument("--sign", metavar="KEYFILE", help="sign the artifact with this private key (`edgegen keygen`)")
     b.set_defaults(func=cmd_build)
 
     def sampling(p):
@@ -362,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="generate an image with an artifact (no torch needed)")
     r.add_argument("artifact")
+    add_trusted_key(r)
     r.add_argument("--negative-prompt", default="")
     r.add_argument("--label", help="class id or name, for class-conditional models")
     r.add_argument("--out", default="image.png")
@@ -371,11 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="show what an artifact holds")
     i.add_argument("artifact")
+    add_trusted_key(i)
     i.add_argument("--json", action="store_true", help="print the manifest")
     i.set_defaults(func=cmd_inspect)
 
     v = sub.add_parser("validate", help="compare an artifact with its source pipeline in torch")
     v.add_argument("artifact")
+    add_trusted_key(v)
     v.add_argument("model_dir")
     v.add_argument("--report", help="write report.md, report.json and PNGs to this folder")
     v.add_argument("--bisect", action="store_true",
@@ -390,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="build the digits generator for the CPU and draw a 10x10 grid of samples")
     be = sub.add_parser("bench", help="latency and memory, here or on a device through TVM's RPC tracker")
     be.add_argument("artifact")
+    add_trusted_key(be)
     be.add_argument("--device", default="local", help="local, or rpc://TRACKER_HOST:PORT/KEY")
     be.add_argument("--runs", type=int, default=10)
     be.add_argument("--warmup", type=int, default=2)
@@ -430,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     threads(d)
     d.set_defaults(func=cmd_demo)
+    add_parsers(sub)
     for name, p in sub.choices.items():
         if name in ("run", "validate", "demo"):
             p.add_argument("--quiet", action="store_true", help="no progress display")

@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 
 from edgegen.core.artifact import Artifact
-from edgegen.core.errors import ArtifactError, BackendUnavailableError
+from edgegen.core.errors import BackendUnavailableError
 
 BACKENDS = ("tvm_vm", "onnxruntime", "coreml", "opencl", "webgpu", "metal")
 CPU_BACKENDS = ("tvm_vm", "onnxruntime")   # their load() takes threads=
@@ -47,19 +47,17 @@ def threads_used(sessions) -> int | None:
     return max(counts) if counts else None
 
 
-def load(path: str | Path, verify: bool = True, session_factory=None, threads: int | None = None):
+def load(path: str | Path, verify: bool = True, session_factory=None, threads: int | None = None,
+         trusted_keys: list | None = None):
     """Open an artifact folder and return its pipeline object. `session_factory(artifact, name)`,
     when given, makes each component's session (e.g. on a remote device) instead of its backend.
     `threads`: CPU threads for components that run on this CPU (default: every core this process
-    may use, from its CPU affinity and cgroup quota; TVM_NUM_THREADS, when set, sizes TVM's pool)."""
-    from . import class_conditional, stable_diffusion
+    may use, from its CPU affinity and cgroup quota; TVM_NUM_THREADS, when set, sizes TVM's pool).
+    `trusted_keys`: public keys (.pub paths, PEM or raw bytes); only an artifact signed by one of
+    them is loaded, and its signature and every file's hash are checked before any library opens."""
+    from .checks import prepare
 
-    artifact = Artifact.open(path, verify=verify)
-    pipelines = {stable_diffusion.KIND: stable_diffusion.StableDiffusionPipeline,
-                 class_conditional.KIND: class_conditional.ClassConditionalPipeline}
-    kind = artifact.pipeline.get("kind")
-    if kind not in pipelines:
-        raise ArtifactError(f"{path}: pipeline kind {kind!r} is unknown to this edgegen; upgrade edgegen.")
+    artifact, pipeline = prepare(path, verify=verify, trusted_keys=trusted_keys)
     make = session_factory or (lambda art, name: load_component(art, name, threads))
     sessions = {name: make(artifact, name) for name in artifact.components}
-    return pipelines[kind](artifact, sessions)
+    return pipeline(artifact, sessions)

@@ -3,7 +3,6 @@ guidance against the null class, as diffusers' DiTPipeline does. numpy plus the 
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -12,10 +11,12 @@ from edgegen.core.artifact import Artifact
 from edgegen.core.errors import InputError
 
 from .image import to_pil, to_uint8
-from .schedulers import make_scheduler
+from .schedulers import make_scheduler, read_scheduler_config
 from .stable_diffusion import PipelineOutput, step_reporter
 
 KIND = "class-conditional-dit"
+# what this pipeline calls: component -> (input names, output names)
+COMPONENTS = {"transformer": (("sample", "timestep", "class_labels"), ("noise_pred",))}
 
 
 class ClassConditionalPipeline:
@@ -31,7 +32,7 @@ class ClassConditionalPipeline:
         self.id2label = {int(k): v for k, v in cfg["id2label"].items()}
         self.label2id = {name.strip().lower(): i for i, names in self.id2label.items() for name in names.split(",")}
         self.sampling = cfg.get("sampling", {})
-        self.scheduler_config = json.loads(artifact.file(cfg["scheduler_config"]).read_text())
+        self.scheduler_config = read_scheduler_config(artifact)
 
     def label_ids(self, labels) -> list[int]:
         """Class ids from ints or names ('7', 'seven'), one per image."""

@@ -3,14 +3,13 @@ weights, checking inputs, and where each tensor's bytes are."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from edgegen.core import safetensors_io
 from edgegen.core.artifact import Artifact, Component
 from edgegen.core.errors import ArtifactError
 from edgegen.core.launch_plan import check_plan, resolve
+from edgegen.core.manifest_check import read_json
 from edgegen.core.specs import check_inputs
 
 PROGRAM_MARK = "// edgegen-program: "
@@ -39,20 +38,41 @@ class PlanComponent:
     def __init__(self, artifact: Artifact, component: Component):
         self.component = component
         where = f"component {component.name!r}"
+        for role in ("plan", "kernels", "weights"):
+            if role not in component.files:
+                raise ArtifactError(f"{where}: the manifest names no {role} file (files/{role}); rebuild the artifact.")
+        plan_file = artifact.file(component.files["plan"])
+        self.plan = read_json(plan_file)
+        check_plan(self.plan, str(plan_file))
+        kernels_file = artifact.file(component.files["kernels"])
         try:
-            self.plan = json.loads(artifact.file(component.files["plan"]).read_text())
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{where}: its launch plan is missing or not JSON ({exc}); rebuild the artifact.") \
-                from exc
-        check_plan(self.plan, where)
-        self.programs = split_programs(artifact.file(component.files["kernels"]).read_text())
+            self.programs = split_programs(kernels_file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ArtifactError(f"{kernels_file}: kernel source is not UTF-8 text ({exc.reason}); "
+                                f"rebuild the artifact.") from exc
         missing = [p for p in self.plan["programs"] if p not in self.programs]
         if missing:
-            raise ArtifactError(f"{where}: kernel source lacks programs {missing[:3]}; rebuild the artifact.")
-        self.weights = safetensors_io.load(artifact.file(component.files["weights"]))
-        absent = [n for n, t in self.plan["tensors"].items() if t["storage"] == "weight" and n not in self.weights]
-        if absent:
-            raise ArtifactError(f"{where}: weights file lacks {absent[:3]}; rebuild the artifact.")
+            raise ArtifactError(f"{kernels_file}: kernel source lacks programs {missing[:3]}; rebuild the artifact.")
+        weights_file = artifact.file(component.files["weights"])
+        self.weights = safetensors_io.load(weights_file)
+        for n, t in self.plan["tensors"].items():
+            if t["storage"] != "weight":
+                continue
+            w = self.weights.get(n)
+            if w is None or str(w.dtype) != t["dtype"] or list(w.shape) != t["shape"]:
+                got = "absent" if w is None else f"{w.dtype}{list(w.shape)}"
+                raise ArtifactError(f"{weights_file}: weight {n!r} is {got}, the plan says "
+                                    f"{t['dtype']}{t['shape']}; rebuild the artifact.")
+        for role, specs in (("inputs", component.inputs), ("outputs", component.outputs)):
+            for spec in specs:
+                name = self.plan[role].get(spec.name)
+                t = self.plan["tensors"].get(name) if name is not None else None
+                # a plan may store a float tensor in another float type than the host sees (fp16 plans)
+                same = t is not None and (t["dtype"] == spec.dtype or
+                                          {np.dtype(t["dtype"]).kind, np.dtype(spec.dtype).kind} == {"f"})
+                if not same or tuple(t["shape"]) != spec.shape:
+                    raise ArtifactError(f"{plan_file}: {role}/{spec.name} does not match the manifest's "
+                                        f"{spec.dtype}{list(spec.shape)}; rebuild the artifact.")
 
     def arena_tensor(self, name: str) -> tuple[int, dict]:
         """(byte offset in the arena, the tensor's entry) of an arena tensor or a view of one."""

@@ -8,9 +8,11 @@ import numpy as np
 
 from edgegen.core.artifact import Artifact, Component
 from edgegen.core.cpus import available_cores
-from edgegen.core.errors import InputError
+from edgegen.core.errors import ArtifactError, InputError
 from edgegen.core.quiet import verbose
 from edgegen.core.specs import check_inputs
+
+from .native_errors import wrapped
 
 INSTALL_HINT = "pip install 'edgegen[onnx]' (onnxruntime==1.31.1)"
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
@@ -49,14 +51,19 @@ class Session:
         opts = ort.SessionOptions()
         opts.log_severity_level = 2 if verbose() else 3     # 2: onnxruntime's default, warnings
         self.threads = opts.intra_op_num_threads = threads or available_cores()
-        self._sess = ort.InferenceSession(str(artifact.file(component.files["model"])), opts,
-                                          providers=["CPUExecutionProvider"])
+        if "model" not in component.files:
+            raise ArtifactError(f"component {component.name!r}: the manifest names no model file (files/model); "
+                                f"rebuild the artifact.")
+        self._model = artifact.file(component.files["model"])
+        with wrapped(component.name, "loading the ONNX model", self._model):
+            self._sess = ort.InferenceSession(str(self._model), opts, providers=["CPUExecutionProvider"])
         self._names = [s.name for s in component.outputs]
 
     def run(self, **inputs) -> dict[str, np.ndarray]:
         arrays = check_inputs(self.component.inputs, inputs, f"component {self.component.name!r}")
         feed = adapt_feed(self._sess, {s.name: a for s, a in zip(self.component.inputs, arrays)})
-        return dict(zip(self._names, self._sess.run(self._names, feed)))
+        with wrapped(self.component.name, "running the ONNX model", self._model):
+            return dict(zip(self._names, self._sess.run(self._names, feed)))
 
     def close(self) -> None:
         self._sess = None

@@ -19,6 +19,7 @@ from edgegen.core.errors import BackendUnavailableError
 from edgegen.core.launch_plan import ARENA_ALIGNMENT, resolve
 
 from .launch_plan import PlanComponent, as_array
+from .native_errors import wrapped
 
 INSTALL_HINT = ("pip install pyopencl==2026.1.4, and an OpenCL driver: the GPU vendor's, or PoCL on a CPU "
                 "(apt-get install pocl-opencl-icd)")
@@ -76,12 +77,17 @@ class Session:
                                       hostbuf=np.ascontiguousarray(pc.weights[n]))
                          for n, t in plan["tensors"].items() if t["storage"] == "weight"}
         self._sub: dict[str, object] = {}
-        programs = {name: cl.Program(self.context, pc.programs[name]).build() for name in plan["programs"]}
+        self._kernels_file = artifact.file(component.files["kernels"])
+        programs = {}
+        for name in plan["programs"]:
+            with wrapped(component.name, f"building OpenCL program {name!r} of", self._kernels_file):
+                programs[name] = cl.Program(self.context, pc.programs[name]).build()
         self._launches = []
-        for launch in plan["launches"]:
-            kernel = cl.Kernel(programs[launch["program"]], launch["kernel"])
-            scalars = [np.dtype(s["dtype"]).type(s["value"]) for s in launch["scalars"]]
-            kernel.set_args(*[self._buffer(a) for a in launch["args"]], *scalars)
+        for i, launch in enumerate(plan["launches"]):
+            with wrapped(component.name, f"binding launch {i} ({launch['kernel']}) of", self._kernels_file):
+                kernel = cl.Kernel(programs[launch["program"]], launch["kernel"])
+                scalars = [np.dtype(s["dtype"]).type(s["value"]) for s in launch["scalars"]]
+                kernel.set_args(*[self._buffer(a) for a in launch["args"]], *scalars)
             block = tuple(launch["block"])
             grid = tuple(g * b for g, b in zip(launch["grid"], block))
             self._launches.append((kernel, grid, block))
@@ -96,9 +102,14 @@ class Session:
         return self._sub[base]
 
     def run(self, **inputs) -> dict[str, np.ndarray]:
+        inputs = self.plan_component.inputs(inputs)
+        with wrapped(self.component.name, "running the kernels of", self._kernels_file):
+            return self._run(inputs)
+
+    def _run(self, inputs: list) -> dict[str, np.ndarray]:
         cl = self._cl
         pc = self.plan_component
-        for offset, arr in pc.inputs(inputs):
+        for offset, arr in inputs:
             cl.enqueue_copy(self.queue, self.arena, arr, dst_offset=offset)
         for kernel, grid, block in self._launches:
             cl.enqueue_nd_range_kernel(self.queue, kernel, grid, block)

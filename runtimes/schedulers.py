@@ -177,3 +177,13 @@ def make_scheduler(config: dict, override: str | None = None):
             f"Pass scheduler='ddim' or 'euler' (CLI: --scheduler) to use one of them with this config."
         )
     return SCHEDULERS[SUPPORTED[cls]](config)
+
+
+def read_scheduler_config(artifact) -> dict:
+    """The artifact's scheduler config, checked against edgegen's declared schema for it."""
+    from edgegen.core.manifest_check import check_schema, read_json
+
+    path = artifact.file(artifact.pipeline["scheduler_config"])
+    config = read_json(path)
+    check_schema(config, "scheduler_config", str(path))
+    return config

@@ -3,7 +3,6 @@ UNet with classifier-free guidance, VAE decoder. numpy plus the backends only.""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -13,10 +12,14 @@ from edgegen.core.artifact import Artifact
 from edgegen.core.errors import InputError
 
 from .image import to_pil, to_uint8
-from .schedulers import make_scheduler
+from .schedulers import make_scheduler, read_scheduler_config
 from .tokenizer import CLIPTokenizer
 
 KIND = "stable-diffusion"
+# what this pipeline calls: component -> (input names, output names)
+COMPONENTS = {"text_encoder": (("input_ids",), ("last_hidden_state",)),
+              "unet": (("sample", "timestep", "encoder_hidden_states"), ("out_sample",)),
+              "vae_decoder": (("latent_sample",), ("sample",))}
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 7.5
 
@@ -38,7 +41,7 @@ class StableDiffusionPipeline:
             artifact.file(tok["vocab"]), artifact.file(tok["merges"]), max_length=tok["max_length"],
             bos_token=tok["bos_token"], eos_token=tok["eos_token"], pad_token=tok["pad_token"],
             unk_token=tok["unk_token"])
-        self.scheduler_config = json.loads(artifact.file(cfg["scheduler_config"]).read_text())
+        self.scheduler_config = read_scheduler_config(artifact)
         self.latent_shape = tuple(cfg["latent_shape"])
         self.scaling_factor = float(cfg["vae_scaling_factor"])
         self.height, self.width = cfg["height"], cfg["width"]

@@ -6,12 +6,11 @@ truncation, as Stable Diffusion pipelines call it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from edgegen.core.errors import MissingDependencyError
+from edgegen.core.errors import ArtifactError, MissingDependencyError
 
 
 class CLIPTokenizer:
@@ -24,15 +23,17 @@ class CLIPTokenizer:
             raise MissingDependencyError(
                 "the `tokenizers` library is needed to tokenize prompts; `pip install 'edgegen[runtime]'`."
             ) from exc
-        vocab = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
-        merges = []
-        for line in Path(merges_file).read_text(encoding="utf-8").splitlines():
-            if line.startswith("#version") or not line.strip():
-                continue
-            a, b = line.split()
-            merges.append((a, b))
-        tok = Tokenizer(BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
-                            end_of_word_suffix="</w>", fuse_unk=False, unk_token=unk_token))
+        vocab, merges = read_vocab(Path(vocab_file)), read_merges(Path(merges_file))
+        for token in (bos_token, eos_token, pad_token, unk_token):
+            if token not in vocab:
+                raise ArtifactError(f"{vocab_file}: special token {token!r} is not in the vocabulary; "
+                                    f"rebuild the artifact.")
+        try:
+            tok = Tokenizer(BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
+                                end_of_word_suffix="</w>", fuse_unk=False, unk_token=unk_token))
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exceptions
+            raise ArtifactError(f"{merges_file}: the tokenizer cannot be built from it and {Path(vocab_file).name} "
+                                f"({exc}); rebuild the artifact.") from exc
         tok.normalizer = normalizers.Sequence(
             [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
         tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -55,3 +56,33 @@ class CLIPTokenizer:
             ids = [self.bos_id, *body, self.eos_id]
             out[row, : len(ids)] = ids
         return out
+
+
+def read_vocab(path: Path) -> dict[str, int]:
+    """vocab.json: token -> id, ids distinct non-negative integers."""
+    from edgegen.core.manifest_check import read_json
+
+    vocab = read_json(path)
+    if not isinstance(vocab, dict) or not all(type(v) is int and v >= 0 for v in vocab.values()):
+        raise ArtifactError(f"{path}: not a vocabulary (an object of token -> non-negative integer id); "
+                            f"rebuild the artifact.")
+    if len(set(vocab.values())) != len(vocab):
+        raise ArtifactError(f"{path}: two tokens share one id; rebuild the artifact.")
+    return vocab
+
+
+def read_merges(path: Path) -> list[tuple[str, str]]:
+    """merges.txt: one pair of tokens per line after an optional `#version` line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: cannot be read as UTF-8 text ({exc}); rebuild the artifact.") from exc
+    merges = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("#version") or not line.strip():
+            continue
+        pair = line.split()
+        if len(pair) != 2:
+            raise ArtifactError(f"{path}: line {number} is not a pair of tokens; rebuild the artifact.")
+        merges.append((pair[0], pair[1]))
+    return merges

@@ -8,7 +8,11 @@ import numpy as np
 
 from edgegen.core import safetensors_io
 from edgegen.core.artifact import Artifact, Component
+from edgegen.core.errors import ArtifactError
 from edgegen.core.specs import check_inputs
+
+from .elf_check import check_elf
+from .native_errors import wrapped
 
 INSTALL_HINT = "pip install 'edgegen[runtime]' (apache-tvm==0.27.0.post1, apache-tvm-ffi==0.1.14.post0)"
 
@@ -31,17 +35,27 @@ class Session:
 
         self.component = component
         self._tvm = tvm
+        for role in ("library", "weights"):
+            if role not in component.files:
+                raise ArtifactError(f"component {component.name!r}: the manifest names no {role} file "
+                                    f"(files/{role}); rebuild the artifact.")
         library = str(artifact.file(component.files["library"]))
-        if remote is None:
-            self._device, lib = tvm.cpu(), tvm.runtime.load_module(library)
-        else:
-            remote.upload(library, f"{component.name}.so")
-            self._device, lib = remote.cpu(), remote.load_module(f"{component.name}.so")
-        self._vm = VirtualMachine(lib, self._device)
+        self._library = library
+        check_elf(library, component.name)
+        with wrapped(component.name, "loading the library", library):
+            if remote is None:
+                self._device, lib = tvm.cpu(), tvm.runtime.load_module(library)
+            else:
+                remote.upload(library, f"{component.name}.so")
+                self._device, lib = remote.cpu(), remote.load_module(f"{component.name}.so")
+            self._vm = VirtualMachine(lib, self._device)
+            self._main = self._vm["main"]
         weights = safetensors_io.load(artifact.file(component.files["weights"]))
+        absent = [s.name for s in component.weights if s.name not in weights]
+        if absent:
+            raise ArtifactError(f"component {component.name!r}: weights file lacks {absent[:3]}; rebuild the artifact.")
         self._params = [tvm.runtime.tensor(np.asarray(weights[s.name]), self._device)
                         for s in component.weights]
-        self._main = self._vm["main"]
         self._local = remote is None
         self._pool = ThreadPool(tvm.get_global_func if self._local else remote.get_function)
         self._threads_asked = threads
@@ -55,9 +69,16 @@ class Session:
     def run(self, **inputs) -> dict[str, np.ndarray]:
         if self._local and self._pool.size() != self.threads:     # another session here resized the pool
             self._pool.use(self._threads_asked)
-        result = self._main(*self._args(inputs))
-        outs = [result] if len(self.component.outputs) == 1 else list(result)
-        return {spec.name: out.numpy() for spec, out in zip(self.component.outputs, outs)}
+        args = self._args(inputs)
+        with wrapped(self.component.name, "running the library", self._library):
+            result = self._main(*args)
+            outs = [result] if len(self.component.outputs) == 1 else list(result)
+            got = {spec.name: out.numpy() for spec, out in zip(self.component.outputs, outs)}
+        for spec in self.component.outputs:
+            if spec.name not in got or got[spec.name].shape != spec.shape:
+                raise ArtifactError(f"component {self.component.name!r}: the library {self._library} returned "
+                                    f"no {spec.dtype}{list(spec.shape)} {spec.name!r}; rebuild the artifact.")
+        return got
 
     def set_instrument(self, instrument) -> None:
         """Call instrument(func, symbol, before_run, ret_value, *args) around every VM call

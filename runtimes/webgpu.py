@@ -24,6 +24,7 @@ from edgegen.core.errors import ArtifactError, BackendUnavailableError
 from edgegen.core.launch_plan import resolve
 
 from .launch_plan import PlanComponent, as_array
+from .native_errors import wrapped
 
 INSTALL_HINT = ("pip install wgpu==0.32.0, and a GPU driver with Vulkan, Metal or D3D12 (on a machine "
                 "without a GPU: apt-get install mesa-vulkan-drivers for lavapipe)")
@@ -87,15 +88,20 @@ class Session:
                     data=data + b"\0" * (_pad(len(data)) - len(data)), usage=usage.STORAGE)
         pipelines = {}
         self._launches = []
+        self._kernels_file = kernels_file = artifact.file(component.files["kernels"])
         for launch in plan["launches"]:
             key = (launch["program"], launch["kernel"])
             if key not in pipelines:
-                source = kernel_sources(pc.programs[launch["program"]])[launch["kernel"]]
-                layout = self._layout(source)
-                pipelines[key] = (self.device.create_compute_pipeline(
-                    layout=self.device.create_pipeline_layout(bind_group_layouts=[layout]),
-                    compute={"module": self.device.create_shader_module(code=source),
-                             "entry_point": launch["kernel"]}), layout)
+                source = kernel_sources(pc.programs[launch["program"]]).get(launch["kernel"])
+                if source is None:
+                    raise ArtifactError(f"{kernels_file}: program {launch['program']!r} has no kernel "
+                                        f"{launch['kernel']!r}; rebuild the artifact.")
+                with wrapped(component.name, f"compiling WGSL kernel {launch['kernel']!r} of", kernels_file):
+                    layout = self._layout(source)
+                    pipelines[key] = (self.device.create_compute_pipeline(
+                        layout=self.device.create_pipeline_layout(bind_group_layouts=[layout]),
+                        compute={"module": self.device.create_shader_module(code=source),
+                                 "entry_point": launch["kernel"]}), layout)
             pipeline, layout = pipelines[key]
             gx, gy, gz = launch["grid"]
             if gx > MAX_GROUPS and gz > 1:
@@ -108,7 +114,8 @@ class Session:
             entries = [{"binding": i, "resource": self._binding(a)} for i, a in enumerate(launch["args"])]
             entries.append({"binding": len(launch["args"]), "resource": {"buffer": uniform, "offset": 0,
                                                                           "size": uniform.size}})
-            group = self.device.create_bind_group(layout=layout, entries=entries)
+            with wrapped(component.name, f"binding launch {launch['kernel']!r} of", kernels_file):
+                group = self.device.create_bind_group(layout=layout, entries=entries)
             self._launches.append((pipeline, group, dispatch, uniform))
 
     def _layout(self, source: str):
@@ -128,9 +135,14 @@ class Session:
         return {"buffer": self.arena, "offset": entry["offset"], "size": _pad(max(entry["bytes"], 4))}
 
     def run(self, **inputs) -> dict[str, np.ndarray]:
+        inputs = self.plan_component.inputs(inputs)
+        with wrapped(self.component.name, "running the kernels of", self._kernels_file):
+            return self._run(inputs)
+
+    def _run(self, inputs: list) -> dict[str, np.ndarray]:
         pc = self.plan_component
         queue = self.device.queue
-        for offset, arr in pc.inputs(inputs):
+        for offset, arr in inputs:
             data = arr.tobytes()
             queue.write_buffer(self.arena, offset, data + b"\0" * (_pad(len(data)) - len(data)))
         encoder = self.device.create_command_encoder()

@@ -115,3 +115,29 @@ def digits_artifact(digits_model_dir, tmp_path_factory):
     cache = tmp_path_factory.mktemp("demo-cache")
     edgegen.build(digits_model_dir, cache / "digits-cpu", target="cpu")
     return cache / "digits-cpu"
+
+
+@pytest.fixture(scope="session")
+def digits_mali_small(digits_model_dir, tmp_path_factory):
+    """The digits generator built for the `mali` GPU target with 2 images per call: a launch-plan
+    artifact that runs here on PoCL (tests of untrusted artifacts and bad inputs)."""
+    if not (HAS_TVM and HAS_TORCH and HAS_OPENCL):
+        pytest.skip(f"needs apache-tvm, torch and an OpenCL device to build and run: {NO_OPENCL}")
+    import edgegen
+
+    out = tmp_path_factory.mktemp("gpu-artifacts") / "digits-mali"
+    edgegen.build(digits_model_dir, out, target="mali", batch=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_adreno(tiny_sd_dir, tmp_path_factory):
+    """The tiny pipeline's plan for `adreno`, kernels generated and guarded but not executed at build
+    time (execute=False: PoCL compiles a UNet's kernels slowly); its text encoder runs here."""
+    if not (HAS_TVM and HAS_OPENCL):
+        pytest.skip(f"needs apache-tvm and an OpenCL device: {NO_OPENCL}")
+    import edgegen
+
+    out = tmp_path_factory.mktemp("gpu-artifacts") / "tiny-adreno"
+    edgegen.build(tiny_sd_dir, out, target="adreno", execute=False)
+    return out

@@ -20,7 +20,8 @@ def _imports(folder: str) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("folder,allowed", [
-    ("edgegen/core", {"numpy"}),
+    # the schema validator and the signature check are imported where they are used (test below)
+    ("edgegen/core", {"numpy", "jsonschema", "cryptography"}),
     # each backend may import its own library (tvm, onnxruntime, coremltools, pyopencl, wgpu); the pipelines need
     # tokenizers and PIL
     ("runtimes", {"numpy", "edgegen.core", "tvm", "onnxruntime", "coremltools", "tokenizers", "PIL", "pyopencl",
@@ -30,7 +31,17 @@ def _imports(folder: str) -> set[tuple[str, str]]:
 def test_layer_imports(folder, allowed):
     stdlib = {"__future__", "dataclasses", "hashlib", "json", "os", "shutil", "tempfile", "time", "struct",
               "pathlib", "importlib", "importlib.util", "sys", "math", "typing", "re", "socket", "contextlib",
-              "inspect", "linecache", "logging", "warnings"}
+              "inspect", "linecache", "logging", "warnings", "functools", "base64"}
     bad = sorted((f, m) for f, m in _imports(folder)
                  if m not in stdlib and not any(m == a or m.startswith(a + ".") for a in allowed))
     assert not bad, f"{folder} imports outside its layer: {bad}"
+
+
+def test_core_imports_numpy_only():
+    import subprocess
+    import sys
+
+    code = ("import sys, edgegen.core, edgegen.core.manifest_check, edgegen.core.signing; "
+            "print(sorted(m for m in ('jsonschema', 'cryptography') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

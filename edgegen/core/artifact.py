@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import safetensors_io
+from . import manifest_check, safetensors_io
 from .errors import ArtifactError
+from .input_ranges import with_ranges
 from .specs import TensorSpec
 
 SCHEMA_VERSION = 1
@@ -98,7 +99,8 @@ class ArtifactWriter:
                 f"or choose another output folder."
             )
         self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.partial-", dir=self.dest.parent))
+        remove_stale_partials(self.dest)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.partial-{os.getpid()}-", dir=self.dest.parent))
         self.components: dict[str, Component] = {}
         self.committed = False
 
@@ -148,6 +150,34 @@ class ArtifactWriter:
         return self.dest
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _partials(dest: Path) -> list[tuple[Path, int]]:
+    """Folders a writer for `dest` left beside it (`.NAME.partial-PID-*`, `.NAME.old-PID`), with their PIDs."""
+    found = []
+    for p in dest.parent.glob(f".{dest.name}.*"):
+        kind, _, rest = p.name[len(dest.name) + 2:].partition("-")
+        pid = rest.split("-")[0]
+        if kind in ("partial", "old") and pid.isdigit():
+            found.append((p, int(pid)))
+    return found
+
+
+def remove_stale_partials(dest: Path) -> None:
+    """Remove what a killed build into `dest` left behind (its process is gone)."""
+    for path, pid in _partials(dest):
+        if not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def annotate(root: str | Path, section: str, values: dict) -> None:
     """Merge `values` into one top-level section of a committed artifact's manifest (e.g. results
     measured on the finished artifact), replacing the manifest file atomically."""
@@ -165,38 +195,49 @@ class Artifact:
     def __init__(self, root: Path, manifest: dict):
         self.root = root
         self.manifest = manifest
-        self.components = {n: Component.from_json(n, c) for n, c in manifest["components"].items()}
+        self.components = {n: with_ranges(Component.from_json(n, c)) for n, c in manifest["components"].items()}
 
     @classmethod
-    def open(cls, root: str | Path, verify: bool = True) -> "Artifact":
+    def open(cls, root: str | Path, verify: bool = True, trusted_keys: list | None = None) -> "Artifact":
+        """Check and open an artifact. `trusted_keys` (public keys: .pub paths, PEM or raw bytes):
+        accept only an artifact signed by one of them; the signature is checked before the manifest
+        is parsed, then every file's checksum, and no file may be added."""
         root = Path(root)
         manifest_path = root / MANIFEST
         if not manifest_path.is_file():
             hint = " (a build may have failed before it finished)" if root.exists() else ""
+            if _partials(root.absolute()):
+                hint = " (a build into it has not finished: it is running or was interrupted)"
             raise ArtifactError(
                 f"{root} is not an edgegen artifact: {MANIFEST} is missing{hint}. "
                 f"Build one with `edgegen build MODEL_DIR --out {root}`."
             )
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except ValueError as exc:
-            raise ArtifactError(f"{manifest_path} is not valid JSON ({exc}); rebuild the artifact.") from exc
+        if trusted_keys is not None:
+            from . import signing
+
+            data = manifest_path.read_bytes()
+            signing.verify_signature(root, data, list(trusted_keys))
+            manifest = manifest_check.parse_json(data, str(manifest_path))
+            verify = True
+        else:
+            manifest = manifest_check.read_json(manifest_path)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ArtifactError(f"{manifest_path} is not an edgegen manifest (no format {FORMAT!r}).")
         version = manifest.get("schema_version")
-        if not isinstance(version, int):
-            raise ArtifactError(f"{manifest_path}: schema_version is missing; rebuild the artifact.")
-        if version > SCHEMA_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
             raise ArtifactError(
                 f"{root} uses artifact schema {version}, newer than this edgegen reads ({SCHEMA_VERSION}). "
                 f"Upgrade edgegen (`pip install -U edgegen`) or rebuild the artifact with this version."
             )
-        if version < 1:
-            raise ArtifactError(f"{manifest_path}: schema_version {version} is invalid; rebuild the artifact.")
-        for key in ("components", "files", "pipeline"):
-            if key not in manifest:
-                raise ArtifactError(f"{manifest_path}: section {key!r} is missing; rebuild the artifact.")
+        manifest_check.check_manifest(manifest, str(manifest_path))
         art = cls(root, manifest)
+        if trusted_keys is not None:
+            from .signing import unlisted_files
+
+            added = unlisted_files(root, manifest["files"])
+            if added:
+                raise ArtifactError(f"{root}: file {added[0]} is not in the signed manifest: it was added after "
+                                    f"signing. The artifact is refused.")
         art._check_files(verify)
         return art
 
@@ -206,8 +247,12 @@ class Artifact:
             for rel in comp.files.values():
                 if rel not in files:
                     raise ArtifactError(f"{self.root}: component {comp.name!r} names {rel}, which the manifest does not list.")
+        inside = self.root.resolve()
         for rel, info in files.items():
             path = self.root / rel
+            if path.is_symlink() or not path.resolve().is_relative_to(inside):
+                raise ArtifactError(f"{self.root}: file {rel} is a link or lies outside the artifact folder; "
+                                    f"an artifact holds plain files only. Copy the artifact again or rebuild it.")
             if not path.is_file():
                 raise ArtifactError(f"{self.root}: file {rel} is missing; the artifact is incomplete. Rebuild it.")
             size = path.stat().st_size

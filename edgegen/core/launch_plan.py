@@ -63,26 +63,73 @@ def plan_arena(intervals: list[Interval], alignment: int = ARENA_ALIGNMENT) -> t
     return offsets, total
 
 
-def check_plan(plan: dict, where: str) -> None:
-    """Raise ArtifactError unless `plan` is a launch plan this runtime can execute: the format and
-    version, every tensor a launch names declared, arena tensors inside the arena."""
-    if plan.get("format") != PLAN_FORMAT:
-        raise ArtifactError(f"{where}: not an edgegen launch plan (format {plan.get('format')!r})")
+# Work items of one launch: a sanity bound far above any plan edgegen writes, so that an edited
+# grid cannot keep a device busy for hours
+MAX_INVOCATIONS = 1 << 32
+
+
+def check_plan(plan, where: str) -> None:
+    """Raise ArtifactError unless `plan` is a launch plan this runtime can execute: the declared
+    schema (edgegen/core/schema/launch_plan.schema.json), then the cross-references: each tensor's
+    bytes match its shape, arena tensors lie inside the arena, views resolve (no cycle) to a tensor
+    at least as large, every tensor a launch names is declared, every kernel is in its program."""
+    from .manifest_check import check_schema
+
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+        raise ArtifactError(f"{where}: not an edgegen launch plan (format "
+                            f"{plan.get('format') if isinstance(plan, dict) else None!r}); rebuild the artifact.")
     if plan.get("version") != PLAN_VERSION:
-        raise ArtifactError(f"{where}: launch plan version {plan.get('version')} is not {PLAN_VERSION}; "
+        raise ArtifactError(f"{where}: launch plan version {plan.get('version')!r} is not {PLAN_VERSION}; "
                             f"rebuild the artifact with this edgegen or upgrade edgegen.")
+    check_schema(plan, "launch_plan", where)
     tensors = plan["tensors"]
     for name, t in tensors.items():
+        need = int(np.prod(t["shape"], dtype=object)) * dtype_bytes(t["dtype"])
+        if t["bytes"] != need:
+            raise ArtifactError(f"{where}: tensors/{name}: bytes {t['bytes']}, its shape {t['shape']} of "
+                                f"{t['dtype']} needs {need}; rebuild the artifact.")
         if t["storage"] == "arena" and t["offset"] + t["bytes"] > plan["arena_bytes"]:
-            raise ArtifactError(f"{where}: tensor {name!r} lies outside the arena")
-        if t["storage"] == "view" and t["of"] not in tensors:
-            raise ArtifactError(f"{where}: tensor {name!r} is a view of unknown tensor {t['of']!r}")
+            raise ArtifactError(f"{where}: tensors/{name} lies outside the arena; rebuild the artifact.")
+        if t["storage"] == "view":
+            seen, base = {name}, t
+            while base["storage"] == "view":
+                if base["of"] not in tensors:
+                    raise ArtifactError(f"{where}: tensors/{name} is a view of unknown tensor {base['of']!r}; "
+                                        f"rebuild the artifact.")
+                if base["of"] in seen:
+                    raise ArtifactError(f"{where}: tensors/{name}: its views form a cycle; rebuild the artifact.")
+                seen.add(base["of"])
+                base = tensors[base["of"]]
+            if base["bytes"] < t["bytes"]:
+                raise ArtifactError(f"{where}: tensors/{name} is a view larger than the tensor it views; "
+                                    f"rebuild the artifact.")
+    for role in ("inputs", "outputs"):
+        for key, name in plan[role].items():
+            if name not in tensors or resolve(plan, name)[1]["storage"] != "arena":
+                raise ArtifactError(f"{where}: {role}/{key} names {name!r}, not a tensor in the arena; "
+                                    f"rebuild the artifact.")
     for i, launch in enumerate(plan["launches"]):
         missing = [a for a in launch["args"] if a not in tensors]
         if missing:
-            raise ArtifactError(f"{where}: launch {i} ({launch['kernel']}) names undeclared tensors {missing}")
-        if launch["program"] not in plan["programs"]:
-            raise ArtifactError(f"{where}: launch {i} names unknown program {launch['program']!r}")
+            raise ArtifactError(f"{where}: launch {i} ({launch['kernel']}) names undeclared tensors {missing[:3]}; "
+                                f"rebuild the artifact.")
+        program = plan["programs"].get(launch["program"])
+        if program is None:
+            raise ArtifactError(f"{where}: launch {i} names unknown program {launch['program']!r}; "
+                                f"rebuild the artifact.")
+        if launch["kernel"] not in program["kernels"]:
+            raise ArtifactError(f"{where}: launch {i}: kernel {launch['kernel']!r} is not in program "
+                                f"{launch['program']!r}; rebuild the artifact.")
+        for scalar in launch["scalars"]:
+            kind = np.dtype(scalar["dtype"])
+            value = scalar["value"]
+            if kind.kind in "iu" and not (float(value).is_integer() and
+                                          np.iinfo(kind).min <= value <= np.iinfo(kind).max):
+                raise ArtifactError(f"{where}: launch {i}: scalar {value!r} is not a {kind}; rebuild the artifact.")
+        work = int(np.prod(launch["grid"], dtype=object)) * int(np.prod(launch["block"], dtype=object))
+        if work > MAX_INVOCATIONS:
+            raise ArtifactError(f"{where}: launch {i}: grid {launch['grid']} x block {launch['block']} is "
+                                f"{work} work items, over {MAX_INVOCATIONS}; rebuild the artifact.")
 
 
 def resolve(plan: dict, name: str) -> tuple[str, dict]:

@@ -59,13 +59,36 @@ def read_header(path: str | Path) -> tuple[dict, int]:
             raise ArtifactError(f"{path}: safetensors header length {n} exceeds the file; it is truncated or corrupt")
         try:
             header = json.loads(f.read(n))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ArtifactError(f"{path}: safetensors header is not valid JSON ({exc})") from exc
     data_start = 8 + n
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if data_start + end > size:
-        raise ArtifactError(f"{path}: data ends at byte {data_start + end} but the file has {size}; it is truncated")
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{path}: safetensors header is not a JSON object; it is corrupt")
+    for name, info in header.items():
+        if name != "__metadata__":
+            _check_entry(path, name, info, size - data_start)
     return header, data_start
+
+
+def _check_entry(path: Path, name: str, info, data_bytes: int) -> None:
+    """A tensor entry: a known dtype, a shape of non-negative ints, and data offsets inside the file
+    that hold exactly that many bytes."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+        raise ArtifactError(f"{where}: its header entry lacks dtype, shape or data_offsets; the file is corrupt")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in _FROM_ST:
+        raise ArtifactError(f"{where}: unsupported dtype {dtype!r}; the file is corrupt")
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+        raise ArtifactError(f"{where}: shape {shape!r} is not a list of non-negative integers; the file is corrupt")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= data_bytes):
+        raise ArtifactError(f"{where}: data_offsets {offsets!r} do not lie inside the file's {data_bytes} data "
+                            f"bytes; it is truncated or corrupt")
+    expected = int(np.prod(shape, dtype=object)) * np.dtype(_FROM_ST[dtype]).itemsize
+    if offsets[1] - offsets[0] != expected:
+        raise ArtifactError(f"{where}: holds {offsets[1] - offsets[0]} bytes, its shape {shape} of {dtype} needs "
+                            f"{expected}; the file is corrupt")
 
 
 def load(path: str | Path) -> dict[str, np.ndarray]:

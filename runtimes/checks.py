@@ -1,0 +1,61 @@
+"""Everything about an artifact that can be checked before a backend opens a native library:
+the manifest (schema, checksums, signature), the pipeline kind and the components it calls, the
+scheduler config, the tokenizer files and each launch plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgegen.core.artifact import Artifact
+from edgegen.core.errors import ArtifactError
+
+
+def pipelines() -> dict:
+    """Pipeline kind -> (pipeline class, {component: (input names, output names)})."""
+    from . import class_conditional, stable_diffusion
+
+    return {stable_diffusion.KIND: (stable_diffusion.StableDiffusionPipeline, stable_diffusion.COMPONENTS),
+            class_conditional.KIND: (class_conditional.ClassConditionalPipeline, class_conditional.COMPONENTS)}
+
+
+def check_components(artifact: Artifact, needed: dict) -> None:
+    """The components a pipeline calls are in the artifact, with the inputs and outputs it passes
+    and reads (Core ML packages keep the Swift package's names and map them in their session)."""
+    for name, (inputs, outputs) in needed.items():
+        if name not in artifact.components:
+            raise ArtifactError(f"{artifact.root}: a {artifact.pipeline['kind']} pipeline needs component {name!r}, "
+                                f"the manifest has {sorted(artifact.components)}; rebuild the artifact.")
+        comp = artifact.components[name]
+        if comp.backend == "coreml":
+            continue
+        got = ({s.name for s in comp.inputs}, {s.name for s in comp.outputs})
+        if got != (set(inputs), set(outputs)):
+            raise ArtifactError(f"{artifact.root}: component {name!r} has inputs {sorted(got[0])} and outputs "
+                                f"{sorted(got[1])}; the pipeline passes {list(inputs)} and reads {list(outputs)}. "
+                                f"Rebuild the artifact.")
+
+
+def prepare(path: str | Path, verify: bool = True, trusted_keys: list | None = None):
+    """Open and check the artifact at `path`; returns (artifact, its pipeline class)."""
+    from .elf_check import check_elf
+    from .launch_plan import PlanComponent
+    from .schedulers import read_scheduler_config
+    from .tokenizer import read_merges, read_vocab
+
+    artifact = Artifact.open(path, verify=verify, trusted_keys=trusted_keys)
+    kind = artifact.pipeline.get("kind")
+    known = pipelines()
+    if kind not in known:
+        raise ArtifactError(f"{path}: pipeline kind {kind!r} is unknown to this edgegen; upgrade edgegen.")
+    pipeline, needed = known[kind]
+    check_components(artifact, needed)
+    read_scheduler_config(artifact)
+    if "tokenizer" in artifact.pipeline:
+        read_vocab(artifact.file(artifact.pipeline["tokenizer"]["vocab"]))
+        read_merges(artifact.file(artifact.pipeline["tokenizer"]["merges"]))
+    for comp in artifact.components.values():
+        if "plan" in comp.files:
+            PlanComponent(artifact, comp)
+        if "library" in comp.files:
+            check_elf(artifact.file(comp.files["library"]), comp.name)
+    return artifact, pipeline
