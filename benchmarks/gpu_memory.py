@@ -80,18 +80,22 @@ def main() -> int:
         rows.append(measure(source, ROOT / ".cache" / f"sd14-{args.target}-{scheme}", args.target, scheme,
                             args.steps))
         r = rows[-1]
-        print(f"{r['scheme']:6s} weights {r['weight_bytes'] / MIB:8.1f} MiB  planned {r['planned_bytes'] / MIB:8.1f} MiB"
-              f"  build {r['build_seconds']:6.0f} s  Adreno 740 estimate, {args.steps} steps: "
+        print(f"{r['scheme']:6s} weights {r['weight_bytes'] / MIB:8.1f} MiB  "
+              f"planned {r['planned_bytes'] / MIB:8.1f} MiB  build {r['build_seconds']:6.0f} s  "
+              f"Adreno 740 estimate, {args.steps} steps: "
               f"fp16 {r['estimate']['fp16']['image_s']:.2f} s, fp32 {r['estimate']['fp32']['image_s']:.2f} s",
               flush=True)
         for name, c in r["components"].items():
             e = r["estimate"]["fp16"]["components"][name]
             print(f"    {name:13s} weights {c['weight_bytes'] / MIB:8.1f} MiB ({c['bits_per_weight']:5.2f} bits/weight)"
-                  f"  arena {c['arena_bytes'] / MIB:7.1f} MiB  per call (fp16): compute {e['compute_bound_s'] * 1e3:8.1f}"
-                  f" ms, memory {e['memory_bound_s'] * 1e3:8.1f} ms", flush=True)
+                  f"  arena {c['arena_bytes'] / MIB:7.1f} MiB  per call (fp16): "
+                  f"compute {e['compute_bound_s'] * 1e3:8.1f} ms, memory {e['memory_bound_s'] * 1e3:8.1f} ms",
+                  flush=True)
     print(f"published ({PUBLISHED['device']}, SD 1.4, {PUBLISHED['steps']} steps): {PUBLISHED['seconds']} s per image, "
           f"{PUBLISHED['memory_mb']} MB")
-    print(f"wrote {write_json('gpu_memory', {'target': args.target, 'height': 512, 'width': 512, 'steps': args.steps, 'rows': rows, 'published': PUBLISHED})}")
+    payload = {"target": args.target, "height": 512, "width": 512, "steps": args.steps, "rows": rows,
+               "published": PUBLISHED}
+    print(f"wrote {write_json('gpu_memory', payload)}")
     return 0
 
 

@@ -313,9 +313,11 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     quant: a scheme of edgegen.core.quant (onnx and coreml targets map it onto their tools).
     attention, minimum_ios, chunk_mb: Core ML only: "split-einsum" rewrites attention for the
     Neural Engine; the deployment target; the UNet is cut in two when its weights exceed chunk_mb
-    (None: never). precision: GPU targets only, "fp16" (float16 in memory, float32 arithmetic) or
-    "fp32"; None takes the device profile's default (fp16 on adreno, mali and metal). execute=False: GPU kernels are generated and guarded but not run on this machine's
-    device (benchmarks of shapes too big for PoCL); their parity is then recorded as not measured."""
+    (None: never).
+    precision: GPU targets only, "fp16" (float16 in memory, float32 arithmetic) or "fp32"; None takes
+    the device profile's default (fp16 on adreno, mali and metal).
+    execute=False: GPU kernels are generated and guarded but not run on this machine's device
+    (benchmarks of shapes too big for PoCL); their parity is then recorded as not measured."""
     t_start = time.perf_counter()
     tgt = get_target(target)
     scheme = parse_scheme(quant) if quant else None

@@ -260,9 +260,9 @@ def precision_record(precision: str, scheme: str | None, profile) -> dict:
     if half:
         record["kept_fp32"] = [
             {"what": "arithmetic, registers and local memory",
-             "reason": "the kernels convert on load and store (vload_half/vstore_half on OpenCL), so GEMM accumulators, "
-                       "GroupNorm statistics and the softmax maximum and sum stay float32; kernels that compute in "
-                       "float16 are not generated yet"}]
+             "reason": "the kernels convert on load and store (vload_half/vstore_half on OpenCL), so GEMM "
+                       "accumulators, GroupNorm statistics and the softmax maximum and sum stay float32; kernels "
+                       "that compute in float16 are not generated yet"}]
     return record
 
 

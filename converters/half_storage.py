@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import re
 
-from edgegen.core.errors import UnsupportedOpError
-
-
 # TVM's OpenCL code generator refuses, with #error, any program naming `half` on a device without
 # cl_khr_fp16 or cl_amd_fp16; these programs only pass `half` pointers to vload_half/vstore_half,
 # which need neither
@@ -59,10 +56,12 @@ def rewrite_kernel(func, language: str):
         return next((new for b, new in buffers if b.same_as(buffer) or b.data.same_as(buffer.data)), None)
 
     def address(buffer, index):
-        if _strided(index):
-            raise UnsupportedOpError(f"fp16 storage: a strided vector store to {buffer.name}")
+        """&buffer[first element of index] (a scalar index, or a contiguous vector's base)."""
         base = index.base if isinstance(index, tirx.Ramp) else index
         return tirx.address_of(tirx.BufferLoad(buffer, [base]))
+
+    def strided_lanes(index) -> list:
+        return [index.base + index.stride * i for i in range(int(index.lanes))]
 
     def suffix(dtype) -> str:
         lanes = int(getattr(dtype, "lanes", 1))
@@ -86,10 +85,11 @@ def rewrite_kernel(func, language: str):
             if new is None:
                 return None
             [index] = node.indices
-            if opencl and _strided(index):     # lanes gathered one by one into a vector
-                lanes = [tirx.call_pure_extern("float32", "vload_half", 0,
-                                               address(new, index.base + index.stride * i)) for i in range(int(index.lanes))]
-                return tirx.call_pure_extern(str(dtype_of(node)), f"(float{len(lanes)})", *lanes)   # a vector literal
+            if opencl and _strided(index):     # lanes gathered one by one into a vector literal
+                lanes = [tirx.call_pure_extern("float32", "vload_half", 0, address(new, i))
+                         for i in strided_lanes(index)]
+                literal = f"(float{len(lanes)})"
+                return tirx.call_pure_extern(str(dtype_of(node)), literal, *lanes)
             if opencl:
                 return tirx.call_pure_extern(str(dtype_of(node)), f"vload_half{suffix(dtype_of(node))}", 0,
                                              address(new, index))
@@ -102,9 +102,9 @@ def rewrite_kernel(func, language: str):
             if opencl and _strided(index):     # lanes scattered one by one
                 held = tirx.Var("half_store", str(dtype_of(value)))
                 return tirx.SeqStmt([tirx.Bind(held, value)] + [
-                    tirx.Evaluate(tirx.call_extern("void", "vstore_half", tirx.Shuffle([held], [i]), 0,
-                                                   address(new, index.base + index.stride * i)))
-                    for i in range(int(index.lanes))])
+                    tirx.Evaluate(tirx.call_extern("void", "vstore_half", tirx.Shuffle([held], [lane]), 0,
+                                                   address(new, i)))
+                    for lane, i in enumerate(strided_lanes(index))])
             if opencl:
                 return tirx.Evaluate(tirx.call_extern("void", f"vstore_half{suffix(dtype_of(value))}", value, 0,
                                                       address(new, index)))
@@ -153,7 +153,8 @@ def rebuild(node, replace):
         if cls.__name__ == "TensorLoad":
             node = tirx.BufferLoad(done["source"], done["indices"])
         else:   # what the constructor takes beyond the fields: a call's return type, a cast's dtype
-            implied = {"ret_ty": getattr(node, "ty", None), "dtype": str(getattr(getattr(node, "ty", None), "dtype", ""))}
+            ty = getattr(node, "ty", None)
+            implied = {"ret_ty": ty, "dtype": str(getattr(ty, "dtype", ""))}
             names = list(inspect.signature(cls.__init__).parameters)[1:]
             node = cls(**{n: done[n] if n in done else implied[n] for n in names if n in done or n in implied})
     new = replace(node)

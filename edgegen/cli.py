@@ -162,9 +162,9 @@ def _print_gpu_info(info: dict) -> None:
           + (f"; {info['parity_scope']}" if info.get("parity_scope") else ""))
     if "weight_bytes" in info:
         p = info["precision"]
-        print(f"      memory: weights {info['weight_bytes'] / 2**20:.2f} MiB ({info['bits_per_weight']:.2f} bits/weight, "
-              f"{p['weights']}) + arena {info['arena_bytes'] / 2**20:.2f} MiB = "
-              f"{(info['weight_bytes'] + info['arena_bytes']) / 2**20:.2f} MiB planned; activations {p['activations']}, "
+        weights, arena = info["weight_bytes"] / 2**20, info["arena_bytes"] / 2**20
+        print(f"      memory: weights {weights:.2f} MiB ({info['bits_per_weight']:.2f} bits/weight, {p['weights']}) "
+              f"+ arena {arena:.2f} MiB = {weights + arena:.2f} MiB planned; activations {p['activations']}, "
               f"arithmetic {p['arithmetic']}")
     if info.get("edgegen_kernels"):
         print("      edgegen kernels: " + ", ".join(f"{k} x{n}" for k, n in info["edgegen_kernels"].items()))
@@ -296,7 +296,8 @@ def cmd_estimate(args) -> int:
     missing = [n for n, t in tables.items() if not t]
     if missing:
         raise ValueError(f"components {missing} carry no kernel table (FLOPs and bytes per kernel); estimate "
-                         f"needs a TVM artifact built by this edgegen: rebuild it (`edgegen build --target cpu` or a GPU target)")
+                         f"needs a TVM artifact built by this edgegen: rebuild it (`edgegen build` for cpu or a GPU "
+                         f"target)")
     result = estimate(tables, art.pipeline, device_profile(args.device_profile), steps=args.steps,
                       precision=args.precision)
     if args.json:
