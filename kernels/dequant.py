@@ -75,11 +75,9 @@ def _loaders(holders: dict, arrays: dict, words: bool):
         if not words:
             v = holders[name][idx]
             return v.astype("float32") if dtype.kind == "f" else v.astype("int32")
-        k, size = flat(name, idx), dtype.itemsize
+        k, size = flat(name, idx), dtype.itemsize      # packed arrays hold 1- or 2-byte elements
         per = 4 // size
-        word = holders[name][k // per].astype("int32") if per > 1 else holders[name][k]
-        if per == 1:
-            return word.astype("int32")
+        word = holders[name][k // per].astype("int32")
         v = (word >> ((k % per) * 8 * size)) & ((1 << (8 * size)) - 1)
         if dtype == np.float16:
             return _half_to_float(v)
