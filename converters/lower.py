@@ -155,7 +155,8 @@ def _clip_gather_indices(mod):
 def kernel_table(mod, flops: dict | None = None) -> list[dict]:
     """Each kernel (a TIR function after fusion) with its calls from main, FLOPs per call, and the
     bytes of its arguments and results (what one call reads and writes at least; `packed_bytes` of
-    them are integer arguments: packed weights, ids), in order of first call. `flops` (name -> FLOPs) overrides the count taken from `mod`."""
+    them are integer arguments: packed weights, ids), in order of first call. `flops` (name -> FLOPs)
+    overrides the count taken from `mod`."""
     tvm = import_tvm_compiler()
     from tvm import relax, tirx
     from tvm.s_tir.analysis import estimate_tir_flops
@@ -165,11 +166,11 @@ def kernel_table(mod, flops: dict | None = None) -> list[dict]:
     def visit(expr):
         if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) == "relax.call_tir":
             name = expr.args[0].name_hint
+            args = expr.args[1].fields
+            packed = sum(_type_bytes(f.ty) for f in args if not str(getattr(f.ty, "dtype", "")).startswith("float"))
             entry = calls.setdefault(name, {"kernel": name, "calls": 0,
                                             "bytes": _type_bytes(expr.args[1].ty) + _type_bytes(expr.ty),
-                                            "packed_bytes": sum(_type_bytes(f.ty) for f in expr.args[1].fields
-                                                                if not str(getattr(f.ty, "dtype", "")).startswith("float")),
-                                            "arg_shapes": [_shape(f.ty) for f in expr.args[1].fields]})
+                                            "packed_bytes": packed, "arg_shapes": [_shape(f.ty) for f in args]})
             entry["calls"] += 1
 
     relax.analysis.post_order_visit(mod["main"].body, visit)
