@@ -151,7 +151,8 @@ def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict
             choices.update({lay.weight: scheme for lay in tables if lay.keep is None})
     built = stages.run(f"{name}: compile kernels for {target.name} + launch plan", gpu.lower_to_plan, lowered,
                        list(cap.inputs), cap.outputs, tvm_target, gpu.limits_of(target.profile), target.backend,
-                       quant=choices, precision=precision, roofline=target.profile.roofline)
+                       quant=choices, precision=precision, roofline=target.profile.roofline,
+                       fp16_arithmetic=target.profile.fp16_arithmetic)
     gpu.check_memory(built.plan, target.profile, f"component {name!r}")
     files = gpu.write_files(built, writer.tmp, name, target.backend)
     plan = built.plan
@@ -162,7 +163,7 @@ def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict
             "weight_bytes": int(sum(a.nbytes for a in stored.values())),
             "bits_per_weight": round(8 * sum(a.nbytes for a in built.weights.values()) / max(elements, 1), 3),
             "precision": gpu.precision_record(precision, scheme.name if scheme is not None else None,
-                                              target.profile),
+                                              target.profile, plan, target.backend),
             "edgegen_kernels": gpu.edgegen_kernels(plan), "attention": built.attention,
             "convolutions": built.convolutions, "feed_forward": built.feed_forward, "compile_guard": built.guard,
             "num_weights": elements, "kernels": built.kernels}
@@ -314,8 +315,9 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     attention, minimum_ios, chunk_mb: Core ML only: "split-einsum" rewrites attention for the
     Neural Engine; the deployment target; the UNet is cut in two when its weights exceed chunk_mb
     (None: never).
-    precision: GPU targets only, "fp16" (float16 in memory, float32 arithmetic) or "fp32"; None takes
-    the device profile's default (fp16 on adreno, mali and metal).
+    precision: GPU targets only, "fp16" (float16 in memory; float16 arithmetic where the device profile
+    has it, accumulators in float32) or "fp32"; None takes the device profile's default (fp16 on adreno,
+    mali and metal).
     execute=False: GPU kernels are generated and guarded but not run on this machine's device
     (benchmarks of shapes too big for PoCL); their parity is then recorded as not measured."""
     t_start = time.perf_counter()

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgegen.core.errors import EdgegenError, UnsupportedOpError
-from edgegen.core.launch_plan import dtype_bytes
+from edgegen.core.launch_plan import FALLBACK_KERNELS, dtype_bytes
 from edgegen.core.specs import TensorSpec
 
-from . import half_storage, lower
+from . import half_arithmetic, half_storage, lower
 from .lower import Lowered, import_tvm_compiler
 from .plan_graph import PlanGraph
 
@@ -55,6 +55,8 @@ class GpuBuild:
     weight_specs: list = field(default_factory=list)
     quant: dict = field(default_factory=dict)         # per packed weight (named as the float32 graph's): how stored
     kernels: list = field(default_factory=list)       # lower.kernel_table of the fused kernels the plan launches
+    # with fp16 arithmetic on OpenCL: the same programs computing in float32, for devices without cl_khr_fp16
+    fallback_source: str = ""
 
 
 def limits_of(profile) -> Limits:
@@ -102,18 +104,21 @@ def _bool_constants_as_int32():
 
 def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[str], tvm_target: dict,
                   limits: Limits, language: str, edgegen_kernels: bool = True, quant: dict | None = None,
-                  precision: str = "fp32", roofline: str = "") -> GpuBuild:
+                  precision: str = "fp32", roofline: str = "", fp16_arithmetic: bool = False) -> GpuBuild:
     """`edgegen_kernels=False` leaves out edgegen's kernels (Winograd, flash attention, fused
     GroupNorm+SiLU, GEGLU epilogue): TVM's own fusion and dlight's schedules alone, the baseline they are
     measured against in benchmarks/kernels.py. `quant` (weight -> Scheme, named as in `lowered`)
     packs those weights, after the weight rewrites (a GEGLU projection as its two halves; a packed 3x3
     conv keeps the direct kernel); the kernels that read them decode them in-kernel.
     `precision` "fp16": every float tensor in global memory (activations, the arena, float weights)
-    is stored as float16, with float32 arithmetic in the kernels (converters/half_storage.py).
+    is stored as float16 (converters/half_storage.py); with `fp16_arithmetic` (the device computes in
+    float16) the kernels compute in float16 too, accumulators excepted (converters/half_arithmetic.py),
+    and on OpenCL the plan carries the float32-arithmetic kernels for devices without cl_khr_fp16.
     `roofline` (an entry of device_profiles.json): per-layer kernel choices by that device's roofline."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     half = precision == "fp16"
+    arithmetic = half and fp16_arithmetic
     tvm = import_tvm_compiler()
     from tvm import relax
 
@@ -148,12 +153,17 @@ def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[s
         func = mod[name]
         if not isinstance(func, tvm.tirx.PrimFunc):
             raise UnsupportedOpError(f"{name} is not a TIR function; the GPU plan runs TIR kernels only")
-        programs[name] = _guarded_program(name, func, unscheduled[name], tvm_target, limits, language, guard, half)
+        programs[name] = _guarded_program(name, func, unscheduled[name], tvm_target, limits, language, guard, half,
+                                          arithmetic)
     plan = graph.plan({n: p["kernels"] for n, p in programs.items()}, language)
     plan["programs"] = {n: {"kernels": [k["name"] for k in p["kernels"]]} for n, p in programs.items()}
-    source = "".join(f"// edgegen-program: {n}\n{p['source']}\n" for n, p in programs.items())
-    return GpuBuild(plan, source, graph.constants, guard, attention, convolutions, feed_forward, weights, specs,
-                    quant=packed, kernels=kernels)
+    plan["arithmetic"] = "fp16" if arithmetic else "fp32"
+
+    def joined(key: str) -> str:
+        return "".join(f"// edgegen-program: {n}\n{p[key]}\n" for n, p in programs.items() if key in p)
+
+    return GpuBuild(plan, joined("source"), graph.constants, guard, attention, convolutions, feed_forward, weights,
+                    specs, quant=packed, kernels=kernels, fallback_source=joined("fallback_source"))
 
 
 def _device(roofline: str, half: bool) -> dict | None:
@@ -214,10 +224,14 @@ def write_files(built: GpuBuild, root, prefix: str, backend: str) -> dict[str, s
 
     files = {"plan": f"{prefix}/plan.json", "kernels": f"{prefix}/kernels.{EXTENSIONS[backend]}",
              "weights": f"{prefix}/weights.safetensors"}
+    if built.fallback_source:
+        files[FALLBACK_KERNELS] = f"{prefix}/kernels_fp32_arithmetic.{EXTENSIONS[backend]}"
     root = Path(root)
     (root / prefix).mkdir(parents=True, exist_ok=True)
     (root / files["plan"]).write_text(json.dumps(built.plan, indent=1))
     (root / files["kernels"]).write_text(built.source)
+    if built.fallback_source:
+        (root / files[FALLBACK_KERNELS]).write_text(built.fallback_source)
     safetensors_io.save({**built.weights, **built.constants}, root / files["weights"])
     return files
 
@@ -250,19 +264,27 @@ def open_session(built: GpuBuild, root, files: dict, name: str, backend: str, in
     return get_backend(backend).load(_Folder(), comp)
 
 
-def precision_record(precision: str, scheme: str | None, profile) -> dict:
+def precision_record(precision: str, scheme: str | None, profile, plan: dict, backend: str) -> dict:
     """The manifest's `precision` of a GPU component: how weights and activations are stored, what the
     kernels compute in, and why each part that is not float16 stays float32."""
     half = precision == "fp16"
+    arithmetic = plan.get("arithmetic", "fp32")
     record = {"precision": precision, "activations": "fp16" if half else "fp32",
-              "weights": scheme or ("fp16" if half else "fp32"), "arithmetic": "fp32",
+              "weights": scheme or ("fp16" if half else "fp32"), "arithmetic": arithmetic,
               "device_fp16_arithmetic": profile.fp16_arithmetic, "kept_fp32": []}
-    if half:
+    if arithmetic == "fp16":
+        record["kept_fp32"] = [{"what": half_arithmetic.KEPT_FP32,
+                                "reason": "float16 sums lose small terms and overflow past 65504; the products "
+                                          "are taken in float16 and summed in float32"}]
+        if backend == "opencl":
+            record["fallback"] = {"when": "the device lacks cl_khr_fp16 (e.g. PoCL)",
+                                  "kernels": "the same programs with float32 arithmetic on the float16 storage",
+                                  "file": FALLBACK_KERNELS}
+    elif half:
         record["kept_fp32"] = [
             {"what": "arithmetic, registers and local memory",
-             "reason": "the kernels convert on load and store (vload_half/vstore_half on OpenCL), so GEMM "
-                       "accumulators, GroupNorm statistics and the softmax maximum and sum stay float32; kernels "
-                       "that compute in float16 are not generated yet"}]
+             "reason": f"{profile.name} computes in float16 only with an extension it is not known to have; the "
+                       f"kernels convert on load and store (vload_half/vstore_half on OpenCL)"}]
     return record
 
 
@@ -302,12 +324,12 @@ def edgegen_kernels(plan: dict) -> dict[str, int]:
 # --- one TIR function: lower, read its launches, codegen, guard -----------------------------------------------
 
 def _guarded_program(name: str, func, unscheduled, tvm_target: dict, limits: Limits, language: str,
-                     guard: list, half: bool = False) -> dict:
+                     guard: list, half: bool = False, arithmetic: bool = False) -> dict:
     """Compile one function's kernels; when one breaks a device limit, reschedule with half the
     workgroup and local memory budget, then with dlight's fallback rule alone; record why."""
     from edgegen.kernels import gpu_rules
 
-    program = _compile_function(name, func, tvm_target, language, half)
+    program = _compile_function(name, func, tvm_target, language, half, arithmetic)
     problems = _violations(program, limits, language)
     attempts = [(f"workgroup ≤ {limits.max_workgroup_size // 2}, local memory ≤ {limits.local_memory_bytes // 2} B",
                  {"max_num_threads": limits.max_workgroup_size // 2,
@@ -320,7 +342,7 @@ def _guarded_program(name: str, func, unscheduled, tvm_target: dict, limits: Lim
             return program
         retry = gpu_rules.reschedule(unscheduled, {**tvm_target, **tighter}, HOST, fallback_only)
         before = problems
-        program = _compile_function(name, retry, tvm_target, language, half)
+        program = _compile_function(name, retry, tvm_target, language, half, arithmetic)
         problems = _violations(program, limits, language)
         guard.append({"function": name, "violations": before, "fallback": what,
                       "result": "ok" if not problems else "; ".join(problems)})
@@ -330,8 +352,10 @@ def _guarded_program(name: str, func, unscheduled, tvm_target: dict, limits: Lim
     return program
 
 
-def _compile_function(name: str, func, tvm_target: dict, language: str, half: bool = False) -> dict:
-    """One TIR function compiled for the target: {"source": its device code, "kernels": [{"name",
+def _compile_function(name: str, func, tvm_target: dict, language: str, half: bool = False,
+                      arithmetic: bool = False) -> dict:
+    """One TIR function compiled for the target: {"source": its device code (and "fallback_source", the
+    float32-arithmetic one, where `arithmetic` on OpenCL), "kernels": [{"name",
     "params": [["param", i] | ["scratch", i] | ["scalar", dtype, value], ...], "launch": {tag: extent},
     "scratch_bytes", "device_params"}, ...]} (the launches in the order its host code makes them)."""
     tvm = import_tvm_compiler()
@@ -352,14 +376,23 @@ def _compile_function(name: str, func, tvm_target: dict, language: str, half: bo
     full = tvm.transform.Sequential([tirx.transform.MakePackedAPI(), tirx.transform.FP8StorageLegalize(),
                                      tirx.transform.BF16StorageLegalize()])(split)
     _, devices = tir_build.split_host_device_mods(full)
-    sources = []
-    for dev_target, dev_mod in devices.items():
-        device = finalize_device()(dev_mod)
-        runtime = tir_build.codegen_build(half_storage.rewrite_module(device, language) if half else device,
-                                          dev_target)
-        sources.append(runtime.inspect_source())
-    source = "\n".join(sources)
-    if half and language == "opencl":
+    variants = {"source": arithmetic}
+    if arithmetic and language == "opencl":
+        variants["fallback_source"] = False
+    program = {"kernels": kernels}
+    finalized = [(dev_target, finalize_device()(dev_mod)) for dev_target, dev_mod in devices.items()]
+    for key, fp16_arithmetic in variants.items():
+        sources = []
+        for dev_target, device in finalized:
+            if half:
+                device = half_storage.rewrite_module(device, language, fp16_arithmetic)
+            sources.append(tir_build.codegen_build(device, dev_target).inspect_source())
+        program[key] = _finish_source("\n".join(sources), language, half and not fp16_arithmetic)
+    return program
+
+
+def _finish_source(source: str, language: str, half_storage_only: bool) -> str:
+    if half_storage_only and language == "opencl":
         source = half_storage.opencl_source(source)
     if language == "webgpu":
         # every tensor lives in one arena buffer, and WebGPU forbids binding a buffer read-only and
@@ -367,7 +400,7 @@ def _compile_function(name: str, func, tvm_target: dict, language: str, half: bo
         source = source.replace("var<storage, read> ", "var<storage, read_write> ")
         # TVM writes infinity and NaN as `inff` / `nanf`, which WGSL does not have: spell them as bits
         source = _WGSL_SPECIAL.sub(lambda m: _WGSL_BITS[m.group(1)], source)
-    return {"source": source, "kernels": kernels}
+    return source
 
 
 _WGSL_SPECIAL = re.compile(r"(?<![\w.])(inff|nanf)\b")

@@ -24,13 +24,20 @@ def opencl_source(source: str) -> str:
     return _OPENCL_FP16_GUARD.sub(_OPENCL_FP16_OPTIONAL, source)
 
 
-def rewrite_module(device_mod, language: str):
+def rewrite_module(device_mod, language: str, arithmetic: bool = False):
     """`device_mod` (device kernels after TVM's finalize passes) with float32 global buffers stored as
-    float16."""
+    float16; with `arithmetic`, computing in float16 too (converters/half_arithmetic.py: a device
+    with cl_khr_fp16 or shader-f16 reads `half` directly)."""
     import tvm
 
-    out = {gv: rewrite_kernel(func, language) if isinstance(func, tvm.tirx.PrimFunc) else func
-           for gv, func in device_mod.functions_items()}
+    from . import half_arithmetic
+
+    out = {}
+    for gv, func in device_mod.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            func = rewrite_kernel(func, "native-half" if arithmetic else language)
+            func = half_arithmetic.rewrite_kernel(func) if arithmetic else func
+        out[gv] = func
     return tvm.IRModule(out, attrs=device_mod.attrs)
 
 
@@ -128,18 +135,21 @@ def _fields(node) -> list[str]:
     return [n for n in names if n not in ("span", "ty")]
 
 
-def rebuild(node, replace):
+def rebuild(node, replace, exprs=None):
     """`node` rebuilt bottom-up with replace(n) (a new node, or None to keep n) applied to every
     statement and expression below it; unchanged subtrees are returned as they are. (TVM 0.27 has
     no Python statement mutator; this walks its reflected fields, declaration order first, so a
-    buffer declaration is seen before the statements after it.)"""
+    buffer declaration is seen before the statements after it.) With `exprs`, each expression a
+    statement holds is replaced whole by exprs(expression) instead, and replace sees statements only."""
     import inspect
 
     from tvm import ir, tirx
 
+    if exprs is not None and isinstance(node, ir.expr.Expr):
+        return exprs(node)
     if type(node).__name__ == "Array" or isinstance(node, (list, tuple)):
         items = list(node)
-        done = [rebuild(x, replace) for x in items]
+        done = [rebuild(x, replace, exprs) for x in items]
         return done if any(a is not b for a, b in zip(done, items)) else node
     if isinstance(node, (tirx.Var, tirx.DeclBuffer)):    # leaves here: a declaration has no body
         new = replace(node)
@@ -147,7 +157,7 @@ def rebuild(node, replace):
     if not isinstance(node, (tirx.Stmt, ir.expr.Expr)) or isinstance(node, (tirx.IntImm, tirx.FloatImm)):
         return node
     values = {n: getattr(node, n) for n in _fields(node)}
-    done = {n: rebuild(v, replace) for n, v in values.items()}
+    done = {n: rebuild(v, replace, exprs) for n, v in values.items()}
     if any(done[n] is not values[n] for n in done):
         cls = type(node)
         if cls.__name__ == "TensorLoad":

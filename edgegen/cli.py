@@ -165,7 +165,8 @@ def _print_gpu_info(info: dict) -> None:
         weights, arena = info["weight_bytes"] / 2**20, info["arena_bytes"] / 2**20
         print(f"      memory: weights {weights:.2f} MiB ({info['bits_per_weight']:.2f} bits/weight, {p['weights']}) "
               f"+ arena {arena:.2f} MiB = {weights + arena:.2f} MiB planned; activations {p['activations']}, "
-              f"arithmetic {p['arithmetic']}")
+              f"arithmetic {p['arithmetic']}"
+              + (f" (float32 kernels where {p['fallback']['when'].removeprefix('the ')})" if "fallback" in p else ""))
     if info.get("edgegen_kernels"):
         print("      edgegen kernels: " + ", ".join(f"{k} x{n}" for k, n in info["edgegen_kernels"].items()))
     sites = Counter(f"attention {a['batch_heads']}x{a['queries']}x{a['keys']} d{a['head_dim']}: {a['kernel']} "
@@ -344,8 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quant", help="quantization scheme: fp16, w8, w4g32, w4g64, w4g128, pal4, pal6, ternary, w8a8, "
                                    "mixed:<dB>; the final output is then checked against the float32 pipeline")
     b.add_argument("--precision", choices=["fp16", "fp32"],
-                   help="GPU targets: fp16 stores activations and float weights as float16 (float32 arithmetic); "
-                        "default fp16 on adreno, mali and metal, fp32 on opencl and webgpu")
+                   help="GPU targets: fp16 stores activations and float weights as float16, and computes in float16 "
+                        "where the device can (accumulators in float32); default fp16 on adreno, mali and metal, "
+                        "fp32 on opencl and webgpu")
     b.add_argument("--attention", choices=["original", "split-einsum"], default="original",
                    help="coreml: attention layout (split-einsum suits the Apple Neural Engine)")
     b.add_argument("--min-ios", type=int, choices=[16, 17, 18], default=16, help="coreml: minimum iOS version")

@@ -7,8 +7,8 @@ import numpy as np
 
 from edgegen.core import safetensors_io
 from edgegen.core.artifact import Artifact, Component
-from edgegen.core.errors import ArtifactError
-from edgegen.core.launch_plan import check_plan, resolve
+from edgegen.core.errors import ArtifactError, BackendUnavailableError
+from edgegen.core.launch_plan import FALLBACK_KERNELS, check_plan, resolve
 from edgegen.core.manifest_check import read_json
 from edgegen.core.specs import check_inputs
 
@@ -35,7 +35,9 @@ def split_programs(text: str) -> dict[str, str]:
 class PlanComponent:
     """A component's plan, program sources and host-side weights, checked."""
 
-    def __init__(self, artifact: Artifact, component: Component):
+    def __init__(self, artifact: Artifact, component: Component, fp16_arithmetic: str | None = None):
+        """fp16_arithmetic: None when the device computes in float16, else the reason it cannot (a plan
+        whose kernels compute in float16 then runs its float32-arithmetic kernels, if it has them)."""
         self.component = component
         where = f"component {component.name!r}"
         for role in ("plan", "kernels", "weights"):
@@ -44,7 +46,15 @@ class PlanComponent:
         plan_file = artifact.file(component.files["plan"])
         self.plan = read_json(plan_file)
         check_plan(self.plan, str(plan_file))
-        kernels_file = artifact.file(component.files["kernels"])
+        self.arithmetic = self.plan.get("arithmetic", "fp32")
+        self.kernels_role = "kernels"
+        if self.arithmetic == "fp16" and fp16_arithmetic is not None:
+            if FALLBACK_KERNELS not in component.files:
+                raise BackendUnavailableError(f"{where}: its kernels compute in float16, and {fp16_arithmetic}; "
+                                              f"rebuild it with --precision fp32, or run it on a device that "
+                                              f"computes in float16.")
+            self.arithmetic, self.kernels_role = "fp32", FALLBACK_KERNELS
+        kernels_file = artifact.file(component.files[self.kernels_role])
         try:
             self.programs = split_programs(kernels_file.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:

@@ -61,10 +61,14 @@ class Session:
 
         self._cl = cl
         self.component = component
-        self.plan_component = pc = PlanComponent(artifact, component)
-        plan = pc.plan
         self.device = pick_device()
+        fp16 = "cl_khr_fp16" in self.device.extensions.split()
+        self.plan_component = pc = PlanComponent(
+            artifact, component, None if fp16 else f"{self.device.name} has no cl_khr_fp16")
+        plan = pc.plan
         self.device_name = f"OpenCL: {self.device.name} ({self.device.platform.name})"
+        if pc.kernels_role != "kernels":
+            self.device_name += ", float32-arithmetic kernels (no cl_khr_fp16)"
         if self.device.mem_base_addr_align // 8 > ARENA_ALIGNMENT:
             raise BackendUnavailableError(f"{self.device.name} aligns sub-buffers to "
                                           f"{self.device.mem_base_addr_align // 8} B, more than the plan's "
@@ -77,7 +81,7 @@ class Session:
                                       hostbuf=np.ascontiguousarray(pc.weights[n]))
                          for n, t in plan["tensors"].items() if t["storage"] == "weight"}
         self._sub: dict[str, object] = {}
-        self._kernels_file = artifact.file(component.files["kernels"])
+        self._kernels_file = artifact.file(component.files[pc.kernels_role])
         programs = {}
         for name in plan["programs"]:
             with wrapped(component.name, f"building OpenCL program {name!r} of", self._kernels_file):

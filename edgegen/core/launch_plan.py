@@ -23,6 +23,9 @@ PLAN_VERSION = 1
 # WebGPU's minStorageBufferOffsetAlignment (256).
 ARENA_ALIGNMENT = 256
 LANGUAGES = {"opencl": "opencl-c", "webgpu": "wgsl", "metal": "metal"}
+# a component's files role: a plan whose kernels compute in float16 ("arithmetic": "fp16") may carry the
+# same programs computing in float32, for a device without fp16 arithmetic (OpenCL without cl_khr_fp16)
+FALLBACK_KERNELS = "kernels_fp32_arithmetic"
 
 
 def dtype_bytes(dtype: str) -> int:

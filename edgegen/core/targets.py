@@ -111,7 +111,8 @@ TARGETS.update({
                                         "max_shared_memory_per_block": 16384, "thread_warp_size": 1},
                    DeviceProfile("webgpu-default-limits", 2 * _GIB, 128 * _MIB, "any WebGPU implementation at the "
                                  "spec's default limits (browsers, wgpu, Dawn)", 256, (256, 256, 64), 16384, 8,
-                                 4 * _MIB, 4),
+                                 # float16 in WGSL needs shader-f16, which brings f16 arithmetic with it
+                                 4 * _MIB, 4, fp16_arithmetic=True),
                    "WGSL kernels + launch plan, run by the webgpu runtime (wgpu)", ("wgsl",)),
 })
 GPU_BACKENDS = ("opencl", "webgpu", "metal")

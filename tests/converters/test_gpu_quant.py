@@ -50,7 +50,7 @@ def _build_and_run(tmp_path, scheme, target, precision="fp32", net=_net):
         choices.update({lay.weight: parse(scheme) for lay in quantize.embedding_layers(lowered) if lay.keep is None})
     tgt = get_target(target)
     built = gpu.lower_to_plan(lowered, ["x"], ["out"], tgt.tvm_target, gpu.limits_of(tgt.profile), tgt.backend,
-                              quant=choices, precision=precision)
+                              quant=choices, precision=precision, fp16_arithmetic=tgt.profile.fp16_arithmetic)
     files = gpu.write_files(built, tmp_path, "k", tgt.backend)
     session = gpu.open_session(built, tmp_path, files, "k", tgt.backend, {"x": x.numpy()})
     try:
@@ -131,7 +131,7 @@ def test_lookup_table_is_packed_and_decoded_row_by_row_in_the_gather(tmp_path):
 
 @pytest.mark.parametrize("target", GPU_TARGETS)
 @pytest.mark.parametrize("scheme", [None, "w4g32"])
-def test_fp16_storage_halves_the_arena_and_keeps_the_answer(tmp_path, target, scheme):
+def test_fp16_halves_the_arena_and_keeps_the_answer(tmp_path, target, scheme):
     _, _, _, full, want = _build_and_run(tmp_path / "fp32", scheme, target)
     model, x, _, half, got = _build_and_run(tmp_path / "fp16", scheme, target, "fp16")
     floats = [t for t in half.plan["tensors"].values() if t["dtype"].startswith("float")]
@@ -139,8 +139,9 @@ def test_fp16_storage_halves_the_arena_and_keeps_the_answer(tmp_path, target, sc
     assert half.plan["arena_bytes"] <= full.plan["arena_bytes"] / 2 + 256 * len(half.plan["tensors"])
     assert got.dtype == np.float32                               # the component's interface stays float32
     assert psnr(want, got) >= 55.0
-    if target == "adreno":
-        assert "vload_half" in half.source and "cl_khr_fp16 : enable\n#endif" in half.source   # no #error
+    assert half.plan["arithmetic"] == "fp16"      # adreno and webgpu compute in float16 (PoCL: the fallback)
+    if target == "adreno":   # the fallback's storage-only kernels compile without cl_khr_fp16: no #error
+        assert "vload_half" in half.fallback_source and "cl_khr_fp16 : enable\n#endif" in half.fallback_source
 
 
 def test_w8a8_is_refused_on_gpu_targets_before_anything_is_built(tmp_path):
@@ -161,6 +162,9 @@ def test_tiny_sd_w8_on_adreno_holds_the_gate_and_shrinks_the_weights(tiny_sd_dir
     manifest = json.loads((tmp_path / "w8" / "manifest.json").read_text())
     unet = manifest["components"]["unet"]["info"]
     assert unet["precision"]["weights"] == "w8" and unet["precision"]["activations"] == "fp16"
+    # adreno computes in float16; PoCL, without cl_khr_fp16, ran the plan's float32-arithmetic kernels
+    assert unet["precision"]["arithmetic"] == "fp16" and unet["precision"]["fallback"]["file"] in \
+        manifest["components"]["unet"]["files"]
     assert unet["quant"]["applied"] == "w8"
     assert unet["bits_per_weight"] < 16 and unet["weight_bytes"] < 4 * unet["num_weights"] / 2
     assert all(c["psnr_db"] >= 30 for c in report.components.values()), report.components

@@ -1,6 +1,8 @@
 """edgegen's GPU kernels against their numpy references: on the CPU target (TVM's LLVM
 backend), on OpenCL (PoCL here) and on WebGPU (lavapipe here), through the launch-plan runtimes."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -28,8 +30,10 @@ def _group_norm_module(shape, groups, silu=True):
     return bb.get()
 
 
-def run_through_plan(tmp_path, module, inputs: dict, weights: dict, target: str, limits=None, precision="fp32"):
-    """Lower `module` (inputs first, then weights) for `target`, write its plan, run it on the backend."""
+def run_through_plan(tmp_path, module, inputs: dict, weights: dict, target: str, limits=None, precision="fp32",
+                     fp16_arithmetic=False, ran: list | None = None):
+    """Lower `module` (inputs first, then weights) for `target`, write its plan, run it on the backend
+    (`ran` receives the session's device name)."""
     from edgegen.converters import gpu
     from edgegen.converters.lower import Lowered
     from edgegen.core.targets import get_target
@@ -37,9 +41,11 @@ def run_through_plan(tmp_path, module, inputs: dict, weights: dict, target: str,
     tgt = get_target(target)
     lowered = Lowered(module, [TensorSpec.of(n, a) for n, a in weights.items()], dict(weights))
     built = gpu.lower_to_plan(lowered, list(inputs), ["out"], tgt.tvm_target, limits or gpu.limits_of(tgt.profile),
-                              tgt.backend, precision=precision)
+                              tgt.backend, precision=precision, fp16_arithmetic=fp16_arithmetic)
     files = gpu.write_files(built, tmp_path, "k", tgt.backend)
     session = gpu.open_session(built, tmp_path, files, "k", tgt.backend, inputs)
+    if ran is not None:
+        ran.append(session.device_name)
     try:
         return built, session.run(**inputs)["out"]
     finally:
@@ -414,6 +420,56 @@ def test_kernels_with_fp16_storage_on_gpu_runtimes(tmp_path, monkeypatch, target
     built, out = run_through_plan(tmp_path, module, inputs, weights, target, precision="fp16")
     assert all(t["dtype"] == "float16" for t in built.plan["tensors"].values() if t["dtype"].startswith("float"))
     np.testing.assert_allclose(out, want, atol=2e-3 * np.abs(want).max(), rtol=2e-3)
+
+
+def _opencl_c_errors(source: str, tmp_path) -> list[str]:
+    """clang's OpenCL C front end on each program of `source`, with cl_khr_fp16: the compile check of
+    kernels no device here can run (PoCL has no cl_khr_fp16)."""
+    import shutil
+    import subprocess
+
+    from edgegen.runtimes.launch_plan import split_programs
+
+    clang = shutil.which("clang-15") or shutil.which("clang")
+    if clang is None:
+        pytest.skip("needs clang (Debian's clang-15, which PoCL depends on) to compile the fp16 OpenCL C kernels")
+    errors = []
+    for name, body in split_programs(source).items():
+        path = tmp_path / f"{name}.cl"
+        path.write_text(body)
+        done = subprocess.run([clang, "-x", "cl", "-cl-std=CL2.0", "-Xclang", "-finclude-default-header",
+                               "-fsyntax-only", str(path)], capture_output=True, text=True)
+        if done.returncode:
+            errors.append(f"{name}: {done.stderr[:500]}")
+    return errors
+
+
+@pytest.mark.parametrize("target", [pytest.param("adreno", marks=pytest.mark.opencl),
+                                    pytest.param("webgpu", marks=pytest.mark.webgpu)])
+@pytest.mark.parametrize("case", ["group_norm_silu", "flash_attention", "winograd_conv2d", "geglu"])
+def test_kernels_computing_in_fp16(tmp_path, monkeypatch, target, case):
+    """fp16 arithmetic: lavapipe (shader-f16) runs the float16 kernels; on OpenCL, clang compiles them with
+    cl_khr_fp16 and PoCL, which lacks it, runs the plan's float32-arithmetic kernels on the same storage.
+    Accumulators stay float32: the flash kernel's scores, running maximum and sum, and output."""
+    from edgegen.kernels import attention as attn
+
+    monkeypatch.setattr(attn, "FLASH_MIN_SCORE_BYTES", 0)
+    module, inputs, weights, want = next(c[1:] for c in _fp16_cases() if c[0] == case)
+    ran: list = []
+    built, out = run_through_plan(tmp_path, module, inputs, weights, target, precision="fp16", fp16_arithmetic=True,
+                                  ran=ran)
+    assert built.plan["arithmetic"] == "fp16"
+    np.testing.assert_allclose(out, want, atol=2e-3 * np.abs(want).max(), rtol=2e-3)
+    if target == "adreno":
+        assert "#pragma OPENCL EXTENSION cl_khr_fp16 : enable" in built.source
+        assert _opencl_c_errors(built.source, tmp_path) == []
+        assert built.fallback_source and "vload_half" in built.fallback_source
+        assert "float32-arithmetic kernels" in ran[0]
+    if case == "flash_attention":
+        local = dict(re.findall(r"var(?:<workgroup>)? (\w+) : array<(f16|f32), \d+>", built.source)) or \
+            {n: {"half": "f16", "float": "f32"}[t] for t, n in re.findall(r"(half|float) (\w+)_ptr\[\d+\];", built.source)}
+        assert {n: local[n] for n in ("q_row", "k_tile", "v_tile", "acc", "state", "score")} == \
+            {"q_row": "f16", "k_tile": "f16", "v_tile": "f16", "acc": "f32", "state": "f32", "score": "f32"}
 
 
 def test_winograd_is_chosen_by_the_devices_roofline():
