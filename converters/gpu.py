@@ -398,13 +398,14 @@ def _finish_source(source: str, language: str, half_storage_only: bool) -> str:
         # every tensor lives in one arena buffer, and WebGPU forbids binding a buffer read-only and
         # writable in the same dispatch: the arena is bound read_write throughout
         source = source.replace("var<storage, read> ", "var<storage, read_write> ")
-        # TVM writes infinity and NaN as `inff` / `nanf`, which WGSL does not have: spell them as bits
+        # TVM writes infinity and NaN as `inff` / `nanf` (f16: `infh`), which WGSL lacks: spell them as bits
         source = _WGSL_SPECIAL.sub(lambda m: _WGSL_BITS[m.group(1)], source)
     return source
 
 
-_WGSL_SPECIAL = re.compile(r"(?<![\w.])(inff|nanf)\b")
-_WGSL_BITS = {"inff": "bitcast<f32>(0x7f800000u)", "nanf": "bitcast<f32>(0x7fc00000u)"}
+_WGSL_SPECIAL = re.compile(r"(?<![\w.])(inff|nanf|infh|nanh)\b")
+_WGSL_BITS = {"inff": "bitcast<f32>(0x7f800000u)", "nanf": "bitcast<f32>(0x7fc00000u)",
+              "infh": "f16(bitcast<f32>(0x7f800000u))", "nanh": "f16(bitcast<f32>(0x7fc00000u))"}
 
 
 def _until_host_device_split(pipeline, mod):

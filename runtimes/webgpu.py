@@ -15,7 +15,9 @@ the device's 65535 workgroups per dimension is folded into z.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import tempfile
 
 import numpy as np
 
@@ -33,9 +35,21 @@ _FUNCTION = re.compile(r"^//-+\n// Function: (\w+)\n//-+\n", re.M)
 MAX_GROUPS = 65535
 
 
+def _runtime_dir() -> None:
+    """Give Vulkan's window-system probe a private XDG_RUNTIME_DIR where the session has none (a
+    headless server, a container, root over ssh): without it libwayland prints an error line for every
+    adapter request, though compute needs no display."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    path = os.path.join(tempfile.gettempdir(), f"edgegen-runtime-{os.getuid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = path
+
+
 def _adapter():
     import wgpu
 
+    _runtime_dir()
     try:
         return wgpu.gpu.request_adapter_sync(power_preference="high-performance")
     except Exception:  # noqa: BLE001 - wgpu raises its own types for "no adapter"
