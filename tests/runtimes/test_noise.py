@@ -1,5 +1,6 @@
 """The portable seeded noise: its statistics, determinism, seed range, and the C copy's equality."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -53,7 +54,10 @@ def test_seed_none_and_bad_seeds():
 
 
 def _native_program(name: str, tmp: Path) -> Path:
-    """build/tests/<name> from the native Makefile when there is one, else compiled here by hand."""
+    """build/tests/<name> from the native Makefile when there is one, else compiled here by hand;
+    EDGEGEN_NATIVE_TESTS=DIR takes it from DIR (e.g. runtimes/native/build-asan/tests)."""
+    if os.environ.get("EDGEGEN_NATIVE_TESTS"):
+        return Path(os.environ["EDGEGEN_NATIVE_TESTS"]).resolve() / name
     if (NATIVE / "Makefile").exists():
         subprocess.run(["make", "-s", "-C", str(NATIVE), f"build/tests/{name}"], check=True, timeout=600)
         return NATIVE / "build" / "tests" / name

@@ -1,6 +1,7 @@
 """The C CLIP tokenizer (runtimes/native/src/tokenizer.c) against runtimes/tokenizer.py (the tokenizers library)."""
 
 import json
+import os
 import random
 import struct
 import subprocess
@@ -43,6 +44,9 @@ def _record(text: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def program():
+    """The test program; EDGEGEN_NATIVE_TESTS=DIR takes it from DIR (e.g. runtimes/native/build-asan/tests)."""
+    if os.environ.get("EDGEGEN_NATIVE_TESTS"):
+        return Path(os.environ["EDGEGEN_NATIVE_TESTS"]).resolve() / "test_text_tokenizer"
     subprocess.run(["make", "-s", "-C", str(NATIVE), "build/tests/test_text_tokenizer"], check=True, timeout=600)
     return NATIVE / "build" / "tests" / "test_text_tokenizer"
 
@@ -50,6 +54,7 @@ def program():
 def run_c(program, folder, prompts, max_length=77, specials=(BOS, EOS, EOS, EOS)):
     proc = subprocess.run([str(program), str(folder / "vocab.json"), str(folder / "merges.txt"), str(max_length),
                            *specials], input=b"".join(_record(p) for p in prompts), capture_output=True)
+    assert proc.returncode in (0, 1), proc.stderr.decode()
     if proc.returncode:
         return proc.stderr.decode()
     return [[int(v) for v in line.split()] for line in proc.stdout.decode().splitlines()]
@@ -193,6 +198,6 @@ BAD_FILES = {
 def test_bad_files_give_an_error(program, tiny, tmp_path, case):
     folder = _bad(tiny, tmp_path, **BAD_FILES[case](tiny))
     got = run_c(program, folder, ["a cat"])
-    assert isinstance(got, str) and got.strip(), got
+    assert isinstance(got, str) and got.startswith(str(folder)), got
     with pytest.raises((ArtifactError, FileNotFoundError)):
         python_ids(folder, ["a cat"])
