@@ -376,8 +376,8 @@ class ADB(Transport):
         self.run(f"rm -rf {tmp} && mkdir -p {tmp} " + "".join(f"{tmp}/{shlex.quote(d)} " for d in dirs))
         for path, rel, size in files:
             try:
-                proc = subprocess.run([*self._adb(), "push", str(path), f"{tmp}/{rel}"], capture_output=True,
-                                      text=True)
+                proc = subprocess.run([*self._adb(), "push", str(path), f"{shlex.split(tmp)[0]}/{rel}"],
+                                      capture_output=True, text=True)
             except FileNotFoundError:
                 raise RemoteError(self.missing_client()) from None
             if proc.returncode != 0:
@@ -500,7 +500,7 @@ def relay(config: dict) -> int:
     rc = proc.wait()
     reader.join(timeout=5)
     said = " | ".join(list(stderr)[-3:])
-    if t.lost(rc, said):
+    if rc != 0 and t.lost(rc, said):
         _emit(event="error", error=f"lost the connection to {device.url} after {results} results: {said}")
     elif rc == 0 and not results:
         _emit(event="error", error=f"edgegen-run on {device.url} printed no result and exited"
