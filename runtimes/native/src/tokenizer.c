@@ -219,12 +219,26 @@ static int decompose(uint32_t c, cpvec *out, int depth)
             return -1;
         return t != T_BASE ? push(out, t) : 0;
     }
-    const uint32_t *row = c >= 0xC0 && depth < 8 ? find_row(&eg_uni_decomp[0][0], COUNT(eg_uni_decomp), 3, c) : NULL;
+    uint64_t row = 0;
+    size_t lo = 0, hi = c >= 0xC0 && depth < 8 ? COUNT(eg_uni_decomp) : 0;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        uint32_t k = (uint32_t)(eg_uni_decomp[mid] >> 42);
+        if (c < k)
+            hi = mid;
+        else if (c > k)
+            lo = mid + 1;
+        else {
+            row = eg_uni_decomp[mid];
+            break;
+        }
+    }
     if (!row)
         return push(out, c);
-    if (decompose(row[1], out, depth + 1))
+    uint32_t first = (uint32_t)(row >> 21) & 0x1FFFFF, second = (uint32_t)row & 0x1FFFFF;
+    if (decompose(first, out, depth + 1))
         return -1;
-    return row[2] ? decompose(row[2], out, depth + 1) : 0;
+    return second ? decompose(second, out, depth + 1) : 0;
 }
 
 static uint32_t compose(uint32_t a, uint32_t b)
@@ -233,16 +247,18 @@ static uint32_t compose(uint32_t a, uint32_t b)
         return S_BASE + ((a - L_BASE) * V_COUNT + (b - V_BASE)) * T_COUNT;
     if (a >= S_BASE && a < S_BASE + S_COUNT && (a - S_BASE) % T_COUNT == 0 && b > T_BASE && b < T_BASE + T_COUNT)
         return a + (b - T_BASE);
+    uint64_t key = (uint64_t)a << 21 | b;
     size_t lo = 0, hi = COUNT(eg_uni_comp);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        const uint32_t *r = eg_uni_comp[mid];
-        if (a < r[0] || (a == r[0] && b < r[1]))
+        uint64_t row = eg_uni_decomp[eg_uni_comp[mid]];
+        uint64_t k = row & (((uint64_t)1 << 42) - 1);
+        if (key < k)
             hi = mid;
-        else if (a > r[0] || b > r[1])
+        else if (key > k)
             lo = mid + 1;
         else
-            return r[2];
+            return (uint32_t)(row >> 42);
     }
     return 0;
 }
@@ -289,10 +305,21 @@ static int lower_into(uint32_t c, cpvec *out)
 {
     if (c < 0x80)
         return push(out, c >= 'A' && c <= 'Z' ? c + 32 : c);
-    const uint32_t *row = find_row(&eg_uni_lower[0][0], COUNT(eg_uni_lower), 2, c);
-    if (row)
-        return push(out, row[1]);
-    row = find_row(&eg_uni_lower2[0][0], COUNT(eg_uni_lower2), 3, c);
+    size_t lo = 0, hi = COUNT(eg_uni_lower);
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const uint32_t *r = eg_uni_lower[mid];
+        uint32_t count = r[1] >> 8, stride = r[1] & 0xFF;
+        if (c < r[0])
+            hi = mid;
+        else if (c > r[0] + (count - 1) * stride)
+            lo = mid + 1;
+        else if ((c - r[0]) % stride == 0)
+            return push(out, c + r[2]);
+        else
+            break;
+    }
+    const uint32_t *row = find_row(&eg_uni_lower2[0][0], COUNT(eg_uni_lower2), 3, c);
     if (row)
         return push(out, row[1]) || push(out, row[2]);
     return push(out, c);

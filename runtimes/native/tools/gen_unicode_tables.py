@@ -78,6 +78,21 @@ def lowercase() -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
     return single, double
 
 
+def lower_runs(single) -> list[tuple[int, int, int]]:
+    """{first, count << 8 | stride, delta mod 2**32}: chars first + k * stride (k < count) lower to char + delta."""
+    runs = []
+    for c, low in single:
+        delta = low - c
+        if runs:
+            first, count, d, stride = runs[-1]
+            last = first + (count - 1) * stride
+            if d == delta and count < 255 and ((count == 1 and c - last in (1, 2)) or c - last == stride):
+                runs[-1] = (first, count + 1, delta, c - last)
+                continue
+        runs.append((c, 1, delta, 1))
+    return [(first, count << 8 | stride, delta % 2**32) for first, count, delta, stride in runs]
+
+
 def table(name: str, ctype: str, rows, per_line: int) -> str:
     width = len(rows[0]) if rows and isinstance(rows[0], tuple) else 1
     cells = ["{" + ",".join(f"0x{v:X}" for v in r) + "}" if width > 1 else f"0x{r:X}" for r in rows]
@@ -101,13 +116,14 @@ def main(out: Path) -> None:
         table("eg_uni_space", "uint32_t", ranges(WHITE_SPACE.__contains__), 8),
         "/* Canonical combining classes: sorted {first, last, class}, class != 0. */\n",
         table("eg_uni_ccc", "uint32_t", ccc, 6),
-        "/* Lowercase of one character: sorted {char, lower}, and {char, lower1, lower2}. */\n",
-        table("eg_uni_lower", "uint32_t", single, 8),
+        "/* Lowercase of one character: sorted runs {first, count << 8 | stride, delta mod 2^32}, and the\n"
+        "   characters that lower to two, {char, lower1, lower2}. */\n",
+        table("eg_uni_lower", "uint32_t", lower_runs(single), 6),
         table("eg_uni_lower2", "uint32_t", double, 8),
-        "/* Canonical decompositions (one level, Hangul excluded): sorted {char, first, second or 0}. */\n",
-        table("eg_uni_decomp", "uint32_t", decomp, 6),
-        "/* Primary composites: sorted {first, second, composite}. */\n",
-        table("eg_uni_comp", "uint32_t", compositions(decomp), 6),
+        "/* Canonical decompositions (one level, Hangul excluded), sorted: char << 42 | first << 21 | second (or 0). */\n",
+        table("eg_uni_decomp", "uint64_t", [c << 42 | a << 21 | b for c, a, b in decomp], 6),
+        "/* Primary composites: indexes into eg_uni_decomp, sorted by (first, second). */\n",
+        table("eg_uni_comp", "uint16_t", [decomp.index((c, a, b)) for a, b, c in compositions(decomp)], 16),
         "\n#endif\n",
     ]
     out.write_text("".join(parts), encoding="ascii")

@@ -5,6 +5,7 @@ import os
 import random
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,9 @@ def test_bad_files_give_an_error(program, tiny, tmp_path, case):
     assert isinstance(got, str) and got.startswith(str(folder)), got
     with pytest.raises((ArtifactError, FileNotFoundError)):
         python_ids(folder, ["a cat"])
+
+
+def test_unicode_tables_are_generated(tmp_path):
+    subprocess.run([sys.executable, str(NATIVE / "tools" / "gen_unicode_tables.py"), str(tmp_path / "t.h")], check=True)
+    assert (tmp_path / "t.h").read_bytes() == (NATIVE / "src" / "unicode_tables.h").read_bytes(), \
+        "runtimes/native/src/unicode_tables.h is stale: run runtimes/native/tools/gen_unicode_tables.py"
