@@ -11,9 +11,9 @@ ends the bench in bounded time. The steps:
 2. pick the `edgegen-run` built for that architecture (runtimes/native/build for this machine's,
    build-aarch64 for aarch64; EDGEGEN_NATIVE_BINARY names another);
 3. copy the artifact to REMOTE_DIR/artifacts/<key>/ and the binary to REMOTE_DIR/bin/<key>/, where
-   <key> hashes the content (the manifest, which lists every file's SHA-256). A folder already there
-   with every file at its size is used as is. Copies land in a `.partial` folder that is renamed into
-   place once complete, so an interrupted copy is never taken for a cached one;
+   <key> hashes the content (every file's SHA-256, from the manifest). A folder already there whose
+   files have those SHA-256s (`sha256sum` there; their sizes where the device lacks it) is used as
+   is. Copies land in a `.partial` folder that is renamed into place once complete;
 4. run the bench there and relay its stdout lines; a dropped connection or a binary that dies without
    saying why becomes an `error` event.
 
@@ -153,35 +153,56 @@ def artifact_files(root: Path) -> list[tuple[Path, str, int]]:
             for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()]
 
 
-def artifact_key(root: Path) -> str:
-    """A content key: the manifest's bytes (it holds every listed file's SHA-256; the bench checked
-    them before it started) and the content of any file it does not list (a signature)."""
-    manifest_bytes = (root / "manifest.json").read_bytes()
-    listed = json.loads(manifest_bytes).get("files", {})
-    h = hashlib.sha256(manifest_bytes)
-    for path, rel, _ in artifact_files(root):
-        if rel != "manifest.json" and rel not in listed:
-            h.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()[:16]
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def artifact_digests(root: Path, files: list[tuple[Path, str, int]]) -> dict[str, str]:
+    """Each file's SHA-256: the manifest's for the files it lists (the bench checked them before it
+    started), computed here for the others (the manifest itself, a signature)."""
+    listed = json.loads((root / "manifest.json").read_bytes()).get("files", {})
+    return {rel: listed[rel]["sha256"] if rel in listed else _sha256(path) for path, rel, _ in files}
+
+
+def artifact_key(digests: dict[str, str]) -> str:
+    """The artifact's content key: its files' names and SHA-256s."""
+    return hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()[:16]
 
 
 def file_key(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return _sha256(path)[:16]
 
 
-def _sizes_script(base: str, rels: list[str]) -> str:
-    """Prints `SIZE NAME` for each file that exists under `base` (wc -c: POSIX, busybox and toybox)."""
-    return (f"if cd {base} 2>/dev/null; then wc -c " + " ".join(shlex.quote(r) for r in rels)
-            + " 2>/dev/null; fi; true")
+def _check_script(base: str, rels: list[str]) -> str:
+    """Prints `SHA256 NAME` for each file that exists under `base`, or `SIZE NAME` where the device
+    has no sha256sum (wc -c: POSIX, busybox and toybox)."""
+    names = " ".join(shlex.quote(r) for r in rels)
+    return (f"if cd {base} 2>/dev/null; then if command -v sha256sum >/dev/null 2>&1; then sha256sum {names} "
+            f"2>/dev/null; else wc -c {names} 2>/dev/null; fi; fi; true")
 
 
-def _parse_sizes(text: str) -> dict[str, int]:
-    sizes = {}
+def _parse_check(text: str) -> dict[str, str | int]:
+    """NAME -> its SHA-256 (hex) or, from wc, its size."""
+    found: dict[str, str | int] = {}
     for line in text.splitlines():
         fields = line.split(None, 1)
-        if len(fields) == 2 and fields[0].isdigit():
-            sizes[fields[1].strip()] = int(fields[0])
-    return sizes
+        if len(fields) != 2:
+            continue
+        name = fields[1].strip().lstrip("*")
+        if len(fields[0]) == 64 and all(c in "0123456789abcdef" for c in fields[0]):
+            found[name] = fields[0]
+        elif fields[0].isdigit():
+            found[name] = int(fields[0])
+    return found
+
+
+def _same(found: dict, rel: str, sha256: str, size: int) -> bool:
+    got = found.get(rel)
+    return got == sha256 if isinstance(got, str) else got == size
 
 
 # ---- transports ----
@@ -417,7 +438,8 @@ def prepare(t: Transport, root: Path, override: str | None) -> dict:
     base = os.environ.get("EDGEGEN_REMOTE_DIR")
     base_q = shlex.quote(base) if base else t.default_dir   # the default may expand $HOME there
     files = artifact_files(root)
-    art_key = artifact_key(root)
+    digests = artifact_digests(root, files)
+    art_key = artifact_key(digests)
     here = platform.machine()
     binaries = {}
     for arch in {_norm_arch(here), "aarch64"}:
@@ -426,8 +448,8 @@ def prepare(t: Transport, root: Path, override: str | None) -> dict:
         except RemoteError:
             pass
     probe = ("uname -m; echo \"@base $(cd " + base_q + " 2>/dev/null || mkdir -p " + base_q + " && cd "
-             + base_q + " && pwd)\"; echo @art; " + _sizes_script(f"{base_q}/artifacts/{art_key}", [r for _, r, _ in files])
-             + "; echo @bin; " + _sizes_script(f"{base_q}/bin", [f"{file_key(p)}/edgegen-run"
+             + base_q + " && pwd)\"; echo @art; " + _check_script(f"{base_q}/artifacts/{art_key}", [r for _, r, _ in files])
+             + "; echo @bin; " + _check_script(f"{base_q}/bin", [f"{file_key(p)}/edgegen-run"
                                                                   for p in set(binaries.values())]))
     out = t.run(probe)
     arch, _, rest = out.partition("\n")
@@ -435,8 +457,8 @@ def prepare(t: Transport, root: Path, override: str | None) -> dict:
     abs_base = rest.split("@base ", 1)[1].split("\n", 1)[0].strip() if "@base " in rest else ""
     if not abs_base:
         raise RemoteError(f"{t.device.url}: cannot create or enter {base or t.default_dir} there")
-    art_sizes = _parse_sizes(rest.split("@art", 1)[1].split("@bin", 1)[0])
-    bin_sizes = _parse_sizes(rest.split("@bin", 1)[1])
+    art_found = _parse_check(rest.split("@art", 1)[1].split("@bin", 1)[0])
+    bin_found = _parse_check(rest.split("@bin", 1)[1])
     binary = native_binary(arch, override, here)
     bin_dir = f"{base_q}/bin/{file_key(binary)}"
     art_dir = f"{base_q}/artifacts/{art_key}"
@@ -448,10 +470,12 @@ def prepare(t: Transport, root: Path, override: str | None) -> dict:
     def progress(what):
         return lambda done, total: _emit(event="copy", what=what, bytes=done, total=total)
 
-    if bin_sizes.get(f"{file_key(binary)}/edgegen-run") != binary.stat().st_size:
+    if not _same(bin_found, f"{file_key(binary)}/edgegen-run", _sha256(binary), binary.stat().st_size):
         t.push([(binary, "edgegen-run", binary.stat().st_size)], bin_dir, progress("binary"), "edgegen-run")
         info["copied_bytes"] += binary.stat().st_size
-    info["artifact_cached"] = all(art_sizes.get(rel) == size for _, rel, size in files)
+    info["artifact_cached"] = all(_same(art_found, rel, digests[rel], size) for _, rel, size in files)
+    kinds = {type(v) for v in art_found.values()}
+    info["cache_check"] = "sha256" if str in kinds else "size" if int in kinds else "nothing there"
     if not info["artifact_cached"]:
         t.push(files, art_dir, progress("artifact"))
         info["copied_bytes"] += sum(size for _, _, size in files)

@@ -198,11 +198,16 @@ def test_copy_stream_and_cache(on_sshd, digits_mali_small, tmp_path):
     assert second.remote["artifact_cached"] and second.remote["copied_bytes"] == 0
     assert second.remote["remote_artifact"] == info["remote_artifact"]
 
-    (remote_art / "manifest.json").write_text("{}")          # a damaged copy is copied again
+    assert second.remote["cache_check"] == "sha256"
+    weights = max(remote_art.rglob("*.safetensors"), key=lambda p: p.stat().st_size)
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x40                             # a damaged copy, same size, is copied again
+    weights.write_bytes(bytes(data))
     third = bench(str(digits_mali_small), device=on_sshd.url, runs=1, warmup=0, steps=2, run_timeout_s=30,
                   native_binary=str(fake))
-    assert not third.remote["artifact_cached"]
-    assert (remote_art / "manifest.json").read_bytes() == (digits_mali_small / "manifest.json").read_bytes()
+    assert not third.remote["artifact_cached"] and third.to_json()["ok"]
+    local = digits_mali_small / weights.relative_to(remote_art)
+    assert weights.read_bytes() == local.read_bytes()
 
 
 def test_silent_device_ends_at_the_limit(on_sshd, digits_mali_small, tmp_path):
