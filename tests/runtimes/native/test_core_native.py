@@ -1,0 +1,219 @@
+"""The native C runtime (runtimes/native): its build (here and for aarch64), edgegen-run's images
+equal to the Python opencl runtime's, refusal of corrupt artifacts (never a signal), the fuzz
+under ASan/UBSan, the bench event lines and the ctypes backend."""
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+NATIVE = Path(__file__).resolve().parents[3] / "runtimes" / "native"
+BUILD = NATIVE / "build"
+RUN = BUILD / "edgegen-run"
+FUZZ_CASES = 500
+
+
+@pytest.fixture(scope="session")
+def native_build():
+    """make -C runtimes/native: libedgegen.{a,so}, edgegen-run and the C tests."""
+    if not shutil.which("make") or not shutil.which("cc"):
+        pytest.skip("needs make and a C compiler (apt-get install gcc make)")
+    subprocess.run(["make", "-s", "-C", str(NATIVE)], check=True, timeout=600)
+    return BUILD
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One program binary cache for the session: PoCL compiles each program once."""
+    return tmp_path_factory.mktemp("native-cache")
+
+
+def run(args, cache_dir, timeout=600, **kw):
+    env = dict(os.environ, EDGEGEN_CACHE_DIR=str(cache_dir))
+    env.pop("EDGEGEN_RUNTIME", None)
+    return subprocess.run([str(RUN), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+def read_png(path):
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
+def rehash(artifact: Path, rel: str) -> None:
+    """Make the manifest agree with an edited file, so the edit reaches the parsers behind the checksums."""
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    data = (artifact / rel).read_bytes()
+    manifest["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (artifact / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def test_c_unit_tests_pass(native_build):
+    out = subprocess.run([str(native_build / "tests" / "test_core_json")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.opencl
+def test_digits_images_equal_the_python_opencl_runtime(native_build, digits_mali_small, cache_dir, tmp_path):
+    from edgegen import runtimes
+    from edgegen.core.metrics import psnr
+
+    labels, steps, seed = [3, 7, 1], 4, 11      # 3 labels on a batch-2 artifact: two calls, one padded
+    pipe = runtimes.load(digits_mali_small)
+    try:
+        ref = pipe(labels, num_inference_steps=steps, seed=seed, output_type="np").images
+    finally:
+        pipe.close()
+    out = tmp_path / "native.png"
+    proc = run([digits_mali_small, "--label", ",".join(map(str, labels)), "--steps", steps, "--seed", seed,
+                "--out", out, "--quiet"], cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    got = read_png(out)
+    want = np.concatenate(list(ref[..., 0]), axis=1)     # edgegen-run tiles the images in a row
+    assert got.shape == want.shape
+    db = psnr(want.astype(np.float64) / 255, got.astype(np.float64) / 255, peak=1.0)
+    assert db >= 60, db
+
+
+@pytest.mark.opencl
+def test_out_of_range_label_is_refused(native_build, digits_mali_small, cache_dir, tmp_path):
+    proc = run([digits_mali_small, "--label", "10", "--steps", 1, "--out", tmp_path / "x.png"], cache_dir)
+    assert proc.returncode == 1 and "out of range 0..9" in proc.stderr, proc.stderr
+
+
+def test_truncated_plan_is_an_error_not_a_signal(native_build, digits_mali_small, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(digits_mali_small, art)
+    plan = art / "transformer" / "plan.json"
+    plan.write_bytes(plan.read_bytes()[:5000])
+    proc = subprocess.run([str(RUN), str(art), "--check"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "transformer/plan.json" in proc.stderr and "truncated" in proc.stderr, proc.stderr
+    rehash(art, "transformer/plan.json")        # past the size and checksum: the JSON parser sees it
+    proc = subprocess.run([str(RUN), str(art), "--label", "1", "--out", str(tmp_path / "x.png")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "not valid JSON" in proc.stderr, proc.stderr
+
+
+def test_fuzz_under_asan(native_build, digits_mali_small, tmp_path):
+    """FUZZ_CASES mutations of plan.json, weights, kernels and manifest, each an error with a message
+    or a success; no ASan/UBSan report (leak detection is on: these paths open no driver)."""
+    subprocess.run(["make", "-s", "-C", str(NATIVE), "asan"], check=True, timeout=900)
+    shutil.copytree(digits_mali_small, tmp_path / "art")
+    env = dict(os.environ, ASAN_OPTIONS="abort_on_error=0:exitcode=99", UBSAN_OPTIONS="halt_on_error=1:exitcode=98")
+    proc = subprocess.run([str(NATIVE / "build-asan" / "tests" / "test_core_fuzz"), str(digits_mali_small),
+                           str(tmp_path), str(FUZZ_CASES), "1"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "AddressSanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr[-3000:]
+    counts = dict(zip(proc.stdout.split()[::2], map(int, proc.stdout.split()[1::2])))
+    assert counts["cases"] == FUZZ_CASES and counts["without-message"] == 0 and counts["errors"] > FUZZ_CASES // 2
+
+
+@pytest.mark.opencl
+@pytest.mark.parametrize("edit", ["kernel syntax", "launch loses an argument", "scalar out of range"])
+def test_corrupt_artifacts_on_the_device_end_in_errors(native_build, digits_mali_small, cache_dir, tmp_path, edit):
+    art = tmp_path / "art"
+    shutil.copytree(digits_mali_small, art)
+    if edit == "kernel syntax":
+        rel = "transformer/kernels.cl"
+        text = (art / rel).read_text()
+        (art / rel).write_text(text.replace("{", "{ this is not C;", 1))
+        expect = "building the program failed"
+    else:
+        rel = "transformer/plan.json"
+        plan = json.loads((art / rel).read_text())
+        if edit == "launch loses an argument":
+            plan["launches"][0]["args"].pop()
+            expect = "launch 0"
+        else:
+            plan["launches"][0]["scalars"] = [{"dtype": "int8", "value": 300}]
+            expect = "scalar 300 is not a int8"
+        (art / rel).write_text(json.dumps(plan))
+    rehash(art, rel)
+    proc = run([art, "--label", "1", "--steps", 1, "--out", tmp_path / "x.png", "--quiet"], cache_dir)
+    assert proc.returncode == 1 and expect in proc.stderr, proc.stderr
+    assert "edgegen-run:" in proc.stderr
+
+
+@pytest.mark.opencl
+def test_bench_prints_the_worker_event_lines(native_build, digits_mali_small, cache_dir):
+    proc = run([digits_mali_small, "--bench", "--runs", 2, "--warmup", 1, "--steps", 2], cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds == ["cold_start", "run", "run", "expect", "image", "memory"], kinds
+    assert events[0]["seconds"] > 0 and events[1]["component"] == "transformer" and events[1]["ms"] > 0
+    assert events[4]["seconds"] > 0 and events[5]["rss_bytes"] > 0
+
+
+@pytest.mark.opencl
+def test_python_native_backend_matches_pyopencl(native_build, digits_mali_small, cache_dir, monkeypatch):
+    from edgegen.core.artifact import Artifact
+    from edgegen.core.errors import InputError
+    from edgegen.runtimes import native, opencl
+
+    monkeypatch.setenv("EDGEGEN_CACHE_DIR", str(cache_dir))
+    art = Artifact.open(digits_mali_small)
+    comp = art.component("transformer")
+    rng = np.random.default_rng(0)
+    n = comp.inputs[0].shape[0]
+    feeds = {"sample": rng.standard_normal(comp.inputs[0].shape).astype(np.float32),
+             "timestep": np.full(n, 321, np.float32), "class_labels": np.arange(n, dtype=np.int32) % 11}
+    ref_session, nat_session = opencl.load(art, comp), native.load(art, comp)
+    try:
+        ref = ref_session.run(**feeds)["noise_pred"]
+        got = nat_session.run(**feeds)["noise_pred"]
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        np.testing.assert_array_equal(got, ref)
+        # the C library checks input ranges itself, not only the Python specs in front of it
+        labels = np.full(n, 11, np.int32)
+        err = ctypes.create_string_buffer(512)
+        status = nat_session._lib.eg_session_set_input(nat_session._session, b"class_labels", labels.ctypes.data,
+                                                        labels.nbytes, err, 512)
+        assert status == native.ERR_INPUT and b"outside its valid range 0..10" in err.value
+        with pytest.raises(InputError):
+            nat_session.run(**{**feeds, "class_labels": labels})
+    finally:
+        ref_session.close()
+        nat_session.close()
+
+
+@pytest.mark.opencl
+def test_cli_runtime_native(native_build, digits_mali_small, cache_dir, tmp_path, monkeypatch):
+    from edgegen.cli import main
+
+    monkeypatch.setenv("EDGEGEN_CACHE_DIR", str(cache_dir))
+    out = tmp_path / "cli.png"
+    assert main(["run", str(digits_mali_small), "--label", "4", "--steps", "2", "--out", str(out),
+                 "--runtime", "native"]) == 0
+    assert read_png(out).shape == (16, 16)
+    assert "EDGEGEN_RUNTIME" not in os.environ
+
+
+def test_missing_library_names_make_native(monkeypatch, tmp_path):
+    from edgegen.core.errors import BackendUnavailableError
+    from edgegen.runtimes import native
+
+    monkeypatch.setenv("EDGEGEN_NATIVE_LIBRARY", str(tmp_path / "absent.so"))
+    with pytest.raises(BackendUnavailableError, match="make native"):
+        native._lib()
+
+
+def test_aarch64_cross_build():
+    if not shutil.which("aarch64-linux-gnu-gcc"):
+        pytest.skip("needs aarch64-linux-gnu-gcc (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)")
+    subprocess.run(["make", "-s", "-C", str(NATIVE), "aarch64"], check=True, timeout=900)
+    binary = NATIVE / "build-aarch64" / "edgegen-run"
+    header = binary.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and header[4] == 2          # 64-bit
+    assert int.from_bytes(header[18:20], "little") == 183        # e_machine EM_AARCH64
+    qemu = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
+    if qemu and Path("/usr/aarch64-linux-gnu").is_dir():
+        proc = subprocess.run([qemu, "-L", "/usr/aarch64-linux-gnu", str(binary), "--help"], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0 and "usage: edgegen-run" in proc.stdout, proc.stderr
