@@ -107,7 +107,7 @@ static int bool_opt(const eg_json *cfg, const char *key, int def)
     return v ? truthy(v) : def;
 }
 
-/* NULL when absent; "" with *bad set when present but not a string. */
+/* def when absent, NULL when not a string; repr_buf gets the value as Python shows it. */
 static const char *string_opt(const eg_json *cfg, const char *key, const char *def, char *repr_buf, size_t len)
 {
     const eg_json *v = eg_json_get(cfg, key);
