@@ -229,12 +229,10 @@ class Transport:
         `executable`: the name of one to make executable."""
         raise NotImplementedError
 
-    def run(self, script: str, timeout: float = PROBE_TIMEOUT_S, stdin: bytes | None = None) -> str:
+    def run(self, script: str, timeout: float = PROBE_TIMEOUT_S) -> str:
         """The script's stdout; RemoteError when the connection or the script fails."""
-        argv = self.argv(script)
         try:
-            proc = subprocess.run(argv, input=stdin if stdin is not None else b"", capture_output=True,
-                                  timeout=timeout)
+            proc = subprocess.run(self.argv(script), input=b"", capture_output=True, timeout=timeout)
         except FileNotFoundError:
             raise RemoteError(self.missing_client()) from None
         except subprocess.TimeoutExpired:
@@ -447,10 +445,10 @@ def prepare(t: Transport, root: Path, override: str | None) -> dict:
             binaries[arch] = native_binary(arch, override, here)
         except RemoteError:
             pass
-    probe = ("uname -m; echo \"@base $(cd " + base_q + " 2>/dev/null || mkdir -p " + base_q + " && cd "
-             + base_q + " && pwd)\"; echo @art; " + _check_script(f"{base_q}/artifacts/{art_key}", [r for _, r, _ in files])
-             + "; echo @bin; " + _check_script(f"{base_q}/bin", [f"{file_key(p)}/edgegen-run"
-                                                                  for p in set(binaries.values())]))
+    probe = "; ".join([
+        "uname -m", f'echo "@base $(mkdir -p {base_q} && cd {base_q} && pwd)"',
+        "echo @art", _check_script(f"{base_q}/artifacts/{art_key}", [rel for _, rel, _ in files]),
+        "echo @bin", _check_script(f"{base_q}/bin", [f"{file_key(p)}/edgegen-run" for p in set(binaries.values())])])
     out = t.run(probe)
     arch, _, rest = out.partition("\n")
     arch = _norm_arch(arch.strip())

@@ -122,7 +122,7 @@ def _fake_run(path: Path, components: list[str], runs_before_silence: int, pause
     return path
 
 
-def _finish(runs: int) -> str:
+def _finish() -> str:
     return ("echo '{\"event\": \"expect\", \"expect_s\": 0.1}'; echo '{\"event\": \"image\", \"seconds\": 0.2}'; "
             "echo '{\"event\": \"memory\", \"rss_bytes\": 12345678, \"note\": \"peak RSS of edgegen-run\"}'")
 
@@ -141,7 +141,8 @@ def _gone(pidfile: Path, within_s: float) -> bool:
 
 def test_device_urls():
     d = remote.parse_device("ssh://pi@board.local:2222")
-    assert (d.scheme, d.user, d.host, d.port) == ("ssh", "pi", "board.local", 2222) and d.url == "ssh://pi@board.local:2222"
+    assert (d.scheme, d.user, d.host, d.port) == ("ssh", "pi", "board.local", 2222)
+    assert d.url == "ssh://pi@board.local:2222"
     d = remote.parse_device("ssh://[::1]")
     assert (d.host, d.user, d.port) == ("::1", None, None) and d.url == "ssh://[::1]"
     assert remote.parse_device("adb://192.168.1.5:5555").serial == "192.168.1.5:5555"
@@ -172,7 +173,7 @@ def test_missing_binary_names_the_make_command(tmp_path, monkeypatch):
 
 def test_copy_stream_and_cache(on_sshd, digits_mali_small, tmp_path):
     comps = list(json.loads((digits_mali_small / "manifest.json").read_text())["components"])
-    fake = _fake_run(tmp_path / "fake-run", comps, 3, 0.2, _finish(3), tmp_path / "pid")
+    fake = _fake_run(tmp_path / "fake-run", comps, 3, 0.2, _finish(), tmp_path / "pid")
     seen = []
     first = bench(str(digits_mali_small), device=on_sshd.url, runs=3, warmup=0, steps=2, run_timeout_s=30,
                   native_binary=str(fake), on_event=lambda e: seen.append((time.perf_counter(), e)))
@@ -225,7 +226,7 @@ def test_silent_device_ends_at_the_limit(on_sshd, digits_mali_small, tmp_path):
 
 def test_dropped_connection_is_an_error_event(on_sshd, digits_mali_small, tmp_path):
     comps = list(json.loads((digits_mali_small / "manifest.json").read_text())["components"])
-    fake = _fake_run(tmp_path / "fake-run", comps, 5, 0.3, _finish(5), tmp_path / "pid")
+    fake = _fake_run(tmp_path / "fake-run", comps, 5, 0.3, _finish(), tmp_path / "pid")
     cut = []
 
     def on_event(event):
@@ -300,7 +301,7 @@ def test_native_bench_over_ssh(on_sshd, digits_mali_small, edgegen_run):
 
 def test_cli_over_ssh(on_sshd, digits_mali_small, tmp_path):
     comps = list(json.loads((digits_mali_small / "manifest.json").read_text())["components"])
-    fake = _fake_run(tmp_path / "fake-run", comps, 2, 0, _finish(2), tmp_path / "pid")
+    fake = _fake_run(tmp_path / "fake-run", comps, 2, 0, _finish(), tmp_path / "pid")
     proc = subprocess.run([sys.executable, "-m", "edgegen", "bench", str(digits_mali_small), "--device",
                            on_sshd.url, "--runs", "2", "--warmup", "0", "--json"], capture_output=True, text=True,
                           env={**os.environ, "EDGEGEN_NATIVE_BINARY": str(fake)}, timeout=120)
