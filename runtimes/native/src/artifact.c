@@ -304,6 +304,11 @@ eg_status eg_artifact_open(const char *path, const eg_options *options, eg_artif
         return EG_ERR_ARTIFACT;
     }
     a->pipeline = eg_json_get(a->manifest, "pipeline");
+    if (options->trusted_keys && options->n_trusted_keys &&
+        (st = eg_check_unlisted(a->root, eg_json_get(a->manifest, "files"), err, errlen))) {
+        eg_artifact_close(a);
+        return st;
+    }
     if ((st = check_files(a, options, err, errlen))) { eg_artifact_close(a); return st; }
     a->components = calloc(comps->count + 1, sizeof *a->components);
     if (!a->components) { eg_artifact_close(a); return eg_fail(err, errlen, EG_ERR_MEMORY, "out of memory"); }

@@ -102,5 +102,7 @@ size_t eg_spec_count(const eg_spec *spec);
 /* The signature of a manifest against trusted keys (signing.c). */
 eg_status eg_verify_signature(const char *root, const char *manifest, size_t manifest_len,
                               const char *const *keys, size_t n_keys, char *err, size_t errlen);
+/* No file under root besides those `files` lists, the manifest and its signature. */
+eg_status eg_check_unlisted(const char *root, const eg_json *files, char *err, size_t errlen);
 
 #endif

@@ -30,6 +30,7 @@ static const char USAGE[] =
     "  --cache-dir DIR     program binary cache (default $EDGEGEN_CACHE_DIR, ~/.cache/edgegen)\n"
     "  --no-cache          build programs from source, do not read or write the cache\n"
     "  --no-verify         skip the SHA-256 checksums (sizes are still checked)\n"
+    "  --trusted-key PUB   accept only an artifact signed by this Ed25519 public key (repeatable; libsodium)\n"
     "  --quiet             no progress on stderr\n";
 
 typedef struct {
@@ -39,6 +40,8 @@ typedef struct {
     float guidance;
     int32_t labels[MAX_LABELS];
     size_t n_labels;
+    const char *keys[16];
+    size_t n_keys;
 } args_t;
 
 static int fail(const char *msg) {
@@ -81,6 +84,11 @@ static int parse_args(int argc, char **argv, args_t *a) {
             a->scheduler = v;
         } else if (!strcmp(o, "--out")) { NEED_VALUE(); a->out = v; }
         else if (!strcmp(o, "--device")) { NEED_VALUE(); a->device = v; }
+        else if (!strcmp(o, "--trusted-key")) {
+            NEED_VALUE();
+            if (a->n_keys >= 16) return fail("at most 16 trusted keys");
+            a->keys[a->n_keys++] = v;
+        }
         else if (!strcmp(o, "--cache-dir")) { NEED_VALUE(); a->cache_dir = v; }
         else if (!strcmp(o, "--steps")) {
             NEED_VALUE();
@@ -350,6 +358,8 @@ int main(int argc, char **argv) {
     opt.cache_dir = a.cache_dir;
     opt.use_program_cache = !a.no_cache;
     opt.verify_checksums = !a.no_verify;
+    opt.trusted_keys = a.n_keys ? a.keys : NULL;
+    opt.n_trusted_keys = a.n_keys;
     if (a.check) {
         char err[1024];
         eg_artifact *art = NULL;

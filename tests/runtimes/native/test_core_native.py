@@ -217,3 +217,36 @@ def test_aarch64_cross_build():
         proc = subprocess.run([qemu, "-L", "/usr/aarch64-linux-gnu", str(binary), "--help"], capture_output=True,
                               text=True, timeout=60)
         assert proc.returncode == 0 and "usage: edgegen-run" in proc.stdout, proc.stderr
+
+
+def test_signed_artifacts_against_trusted_keys(native_build, digits_mali_small, tmp_path):
+    """The Ed25519 signature of `edgegen sign`, checked by the C runtime through libsodium."""
+    pytest.importorskip("cryptography", reason="needs cryptography to sign artifacts (edgegen sign)")
+    import ctypes.util
+
+    if not ctypes.util.find_library("sodium"):
+        pytest.skip("needs libsodium (apt-get install libsodium23)")
+    from edgegen.core.signing import keygen, sign
+
+    art = tmp_path / "art"
+    shutil.copytree(digits_mali_small, art)
+    _, good = keygen(tmp_path / "good")
+    _, other = keygen(tmp_path / "other")
+
+    def check(*keys):
+        args = [str(RUN), str(art), "--check"] + [a for k in keys for a in ("--trusted-key", str(k))]
+        return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+    assert "manifest.sig is missing" in check(good).stderr
+    sign(art, tmp_path / "good")
+    assert check(good).returncode == 0
+    assert check(other, good).returncode == 0
+    proc = check(other)
+    assert proc.returncode == 1 and "not trusted here" in proc.stderr
+    (art / "extra.bin").write_bytes(b"x")
+    assert "added after signing" in check(good).stderr
+    (art / "extra.bin").unlink()
+    manifest = art / "manifest.json"
+    manifest.write_text(manifest.read_text() + "\n")
+    proc = check(good)
+    assert proc.returncode == 1 and "changed after signing" in proc.stderr
