@@ -8,12 +8,22 @@
 #include "rng.h"
 #include "schedulers.h"
 #include "session.h"
+#include "tokenizer.h"
 
 #define MAX_STEPS 1000
 #define MAX_IMAGES 4096
 
+#define SD_DEFAULT_STEPS 20
+#define SD_DEFAULT_GUIDANCE 7.5
+
 struct eg_pipeline {
     eg_artifact *artifact;
+    int text_to_image;
+    eg_session *text_encoder, *unet, *vae;
+    eg_tokenizer *tokenizer;
+    int max_length;
+    int64_t latent_shape[4];
+    float scaling_factor;
     eg_session *transformer;
     int batch, channels, null_class, height, width;
     int64_t sample_shape[4]; /* one batch: [batch, channels, height, width] */
@@ -91,17 +101,91 @@ static eg_status open_class_conditional(eg_pipeline *p, char *err, size_t errlen
     return EG_OK;
 }
 
+static const char *json_string(const eg_json *obj, const char *key) {
+    const eg_json *v = eg_json_get(obj, key);
+    return v && v->type == EG_JSON_STRING ? v->string : NULL;
+}
+
+static int spec_is(const eg_spec *s, eg_dtype dtype, int ndim, const int64_t *shape) {
+    if (!s || s->dtype != dtype || s->ndim != ndim) return 0;
+    for (int d = 0; d < ndim; d++) if (s->shape[d] != shape[d]) return 0;
+    return 1;
+}
+
+static eg_status open_text_to_image(eg_pipeline *p, char *err, size_t errlen) {
+    const eg_artifact *a = p->artifact;
+    const eg_json *cfg = a->pipeline, *tok = eg_json_get(cfg, "tokenizer"), *shape = eg_json_get(cfg, "latent_shape"),
+                  *scale = eg_json_get(cfg, "vae_scaling_factor"), *files = eg_json_get(a->manifest, "files");
+    const char *vocab = json_string(tok, "vocab"), *merges = json_string(tok, "merges");
+    if (json_int(eg_json_get(cfg, "height"), 1, 1 << 16, &p->height) ||
+        json_int(eg_json_get(cfg, "width"), 1, 1 << 16, &p->width) || !shape || shape->type != EG_JSON_ARRAY ||
+        shape->count != 4 || !scale || scale->type != EG_JSON_NUMBER || scale->number == 0 || !vocab || !merges ||
+        !eg_json_get(files, vocab) || !eg_json_get(files, merges) ||
+        json_int(eg_json_get(tok, "max_length"), 1, 4096, &p->max_length) || !json_string(tok, "bos_token") ||
+        !json_string(tok, "eos_token") || !json_string(tok, "pad_token") || !json_string(tok, "unk_token"))
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: the stable-diffusion pipeline section lacks height, width, "
+                       "latent_shape, vae_scaling_factor or a tokenizer whose files the manifest lists; rebuild the "
+                       "artifact.", a->root);
+    for (int d = 0; d < 4; d++) {
+        int v;
+        if (json_int(&shape->items[d], 1, 1 << 16, &v))
+            return eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: pipeline/latent_shape is not 4 positive integers", a->root);
+        p->latent_shape[d] = v;
+    }
+    if (p->latent_shape[0] != 1)
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: latent_shape must hold one image", a->root);
+    p->scaling_factor = (float)scale->number;
+    p->channels = 3;
+    p->batch = 1;
+    p->default_steps = SD_DEFAULT_STEPS;
+    p->default_guidance = SD_DEFAULT_GUIDANCE;
+    char *vp = eg_path_join(a->root, vocab), *mp = eg_path_join(a->root, merges);
+    int bad = !vp || !mp ||
+              eg_tokenizer_open(vp, mp, p->max_length, json_string(tok, "bos_token"), json_string(tok, "eos_token"),
+                                json_string(tok, "pad_token"), json_string(tok, "unk_token"), &p->tokenizer, err,
+                                errlen);
+    free(vp);
+    free(mp);
+    if (bad) return EG_ERR_ARTIFACT;
+    eg_status st = read_scheduler_config(p, err, errlen);
+    if (st || (st = eg_session_open(p->artifact, "text_encoder", &p->text_encoder, err, errlen)) ||
+        (st = eg_session_open(p->artifact, "unet", &p->unet, err, errlen)) ||
+        (st = eg_session_open(p->artifact, "vae_decoder", &p->vae, err, errlen)))
+        return st;
+    const eg_spec *ids = eg_session_spec(p->text_encoder, 0, "input_ids", NULL),
+                  *hidden = eg_session_spec(p->text_encoder, 1, "last_hidden_state", NULL);
+    int64_t ids_shape[2] = {2, p->max_length}, l2[4], lat[4], img[4] = {1, 3, p->height, p->width};
+    memcpy(l2, p->latent_shape, sizeof l2);
+    l2[0] = 2;
+    memcpy(lat, p->latent_shape, sizeof lat);
+    int64_t two[1] = {2};
+    int ok = spec_is(ids, EG_INT32, 2, ids_shape) && hidden && hidden->dtype == EG_FLOAT32 && hidden->ndim == 3 &&
+             hidden->shape[0] == 2 && p->text_encoder->comp->n_inputs == 1 &&
+             spec_is(eg_session_spec(p->unet, 0, "sample", NULL), EG_FLOAT32, 4, l2) &&
+             spec_is(eg_session_spec(p->unet, 0, "timestep", NULL), EG_FLOAT32, 1, two) &&
+             spec_is(eg_session_spec(p->unet, 0, "encoder_hidden_states", NULL), EG_FLOAT32, 3, hidden->shape) &&
+             spec_is(eg_session_spec(p->unet, 1, "out_sample", NULL), EG_FLOAT32, 4, l2) && p->unet->comp->n_inputs == 3 &&
+             spec_is(eg_session_spec(p->vae, 0, "latent_sample", NULL), EG_FLOAT32, 4, lat) && p->vae->comp->n_inputs == 1 &&
+             spec_is(eg_session_spec(p->vae, 1, "sample", NULL), EG_FLOAT32, 4, img);
+    if (!ok)
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: the text encoder, UNet and VAE decoder's inputs and outputs do "
+                       "not fit together and the pipeline's shapes; rebuild the artifact.", a->root);
+    return EG_OK;
+}
+
 eg_status eg_pipeline_open(eg_artifact *artifact, eg_pipeline **out, char *err, size_t errlen) {
     if (!artifact || !out) return eg_fail(err, errlen, EG_ERR_ARGUMENT, "eg_pipeline_open: artifact and out are required");
     *out = NULL;
     const char *kind = eg_artifact_kind(artifact);
-    if (strcmp(kind, "class-conditional-dit") != 0)
+    int t2i = strcmp(kind, "stable-diffusion") == 0;
+    if (!t2i && strcmp(kind, "class-conditional-dit") != 0)
         return eg_fail(err, errlen, EG_ERR_UNAVAILABLE, "%s: pipeline kind '%s' is not supported by this runtime "
-                       "(it runs class-conditional-dit)", artifact->root, kind);
+                       "(it runs class-conditional-dit and stable-diffusion)", artifact->root, kind);
     eg_pipeline *p = calloc(1, sizeof *p);
     if (!p) return eg_fail(err, errlen, EG_ERR_MEMORY, "out of memory");
     p->artifact = artifact;
-    eg_status st = open_class_conditional(p, err, errlen);
+    p->text_to_image = t2i;
+    eg_status st = t2i ? open_text_to_image(p, err, errlen) : open_class_conditional(p, err, errlen);
     if (st) { eg_pipeline_close(p); return st; }
     *out = p;
     return EG_OK;
@@ -110,6 +194,10 @@ eg_status eg_pipeline_open(eg_artifact *artifact, eg_pipeline **out, char *err, 
 void eg_pipeline_close(eg_pipeline *p) {
     if (!p) return;
     eg_session_close(p->transformer);
+    eg_session_close(p->text_encoder);
+    eg_session_close(p->unet);
+    eg_session_close(p->vae);
+    eg_tokenizer_free(p->tokenizer);
     free(p->scheduler_config);
     free(p);
 }
@@ -242,6 +330,76 @@ done:
 
 eg_status eg_pipeline_text_to_image(eg_pipeline *p, const eg_text_options *o, uint8_t *pixels, size_t bytes, char *err,
                                     size_t errlen) {
-    (void)p; (void)o; (void)pixels; (void)bytes;
-    return eg_fail(err, errlen, EG_ERR_UNAVAILABLE, "text-to-image is not implemented in this native runtime yet");
+    if (!p || !o || !pixels) return eg_fail(err, errlen, EG_ERR_ARGUMENT, "pipeline, options and pixels are required");
+    if (!p->text_to_image) return eg_fail(err, errlen, EG_ERR_ARGUMENT, "this pipeline is not text-to-image");
+    if (!o->prompt) return eg_fail(err, errlen, EG_ERR_INPUT, "a prompt is required");
+    size_t image = (size_t)p->height * p->width * 3;
+    if (bytes < image) return eg_fail(err, errlen, EG_ERR_ARGUMENT, "pixels: %zu bytes, %zu needed", bytes, image);
+    int steps = o->steps ? o->steps : p->default_steps;
+    if (steps < 1 || steps > MAX_STEPS) return eg_fail(err, errlen, EG_ERR_INPUT, "steps must be in 1..%d", MAX_STEPS);
+    float guidance = o->guidance < 0 ? (float)p->default_guidance : o->guidance;
+    const eg_spec *hidden = eg_session_spec(p->text_encoder, 1, "last_hidden_state", NULL);
+    size_t n = (size_t)(p->latent_shape[0] * p->latent_shape[1] * p->latent_shape[2] * p->latent_shape[3]);
+    size_t emb_n = eg_spec_count(hidden), L = (size_t)p->max_length;
+    int32_t *ids = malloc(2 * L * sizeof(int32_t));
+    float *emb = malloc(emb_n * sizeof(float)), *latents = malloc(n * sizeof(float)), *x = malloc(n * sizeof(float)),
+          *x2 = malloc(2 * n * sizeof(float)), *noise = malloc(2 * n * sizeof(float)),
+          *guided = malloc(n * sizeof(float)), *decoded = malloc(image * sizeof(float));
+    eg_scheduler *s = NULL;
+    eg_status st = EG_OK;
+    if (!ids || !emb || !latents || !x || !x2 || !noise || !guided || !decoded) {
+        st = eg_fail(err, errlen, EG_ERR_MEMORY, "out of memory");
+        goto done;
+    }
+    eg_normal_fill(o->seed, latents, n);
+    const char *neg = o->negative_prompt ? o->negative_prompt : "";
+    if (eg_tokenizer_encode(p->tokenizer, neg, strlen(neg), ids, err, errlen) ||
+        eg_tokenizer_encode(p->tokenizer, o->prompt, strlen(o->prompt), ids + L, err, errlen)) {
+        st = EG_ERR_INPUT;
+        goto done;
+    }
+    if ((st = eg_session_set_input(p->text_encoder, "input_ids", ids, 2 * L * sizeof(int32_t), err, errlen)) ||
+        (st = eg_session_run(p->text_encoder, err, errlen)) ||
+        (st = eg_session_get_output(p->text_encoder, "last_hidden_state", emb, emb_n * sizeof(float), err, errlen)))
+        goto done;
+    if (eg_scheduler_open(p->scheduler_config, p->scheduler_len, o->scheduler, &s, err, errlen) ||
+        eg_scheduler_set_timesteps(s, steps, err, errlen)) {
+        st = EG_ERR_ARGUMENT;
+        goto done;
+    }
+    float sigma = eg_scheduler_init_noise_sigma(s);
+    for (size_t k = 0; k < n; k++) latents[k] = latents[k] * sigma;
+    int count = eg_scheduler_count(s);
+    for (int i = 0; i < count; i++) {
+        if (o->cancel && *o->cancel) { st = eg_fail(err, errlen, EG_ERR_CANCELLED, "cancelled"); goto done; }
+        eg_scheduler_scale_model_input(s, i, latents, x, n);
+        memcpy(x2, x, n * sizeof(float));
+        memcpy(x2 + n, x, n * sizeof(float));
+        float t = eg_scheduler_timestep(s, i), tt[2] = {t, t};
+        if ((st = eg_session_set_input(p->unet, "sample", x2, 2 * n * sizeof(float), err, errlen)) ||
+            (st = eg_session_set_input(p->unet, "timestep", tt, sizeof tt, err, errlen)) ||
+            (st = eg_session_set_input(p->unet, "encoder_hidden_states", emb, emb_n * sizeof(float), err, errlen)) ||
+            (st = eg_session_run(p->unet, err, errlen)) ||
+            (st = eg_session_get_output(p->unet, "out_sample", noise, 2 * n * sizeof(float), err, errlen)))
+            goto done;
+        for (size_t k = 0; k < n; k++) {
+            float uncond = noise[k], cond = noise[n + k];
+            guided[k] = guidance > 1 ? uncond + guidance * (cond - uncond) : cond;
+        }
+        eg_scheduler_step(s, guided, i, latents, latents, n);
+        if (o->callback && o->callback(o->user, i + 1, count, t)) {
+            st = eg_fail(err, errlen, EG_ERR_CANCELLED, "cancelled by the step callback");
+            goto done;
+        }
+    }
+    for (size_t k = 0; k < n; k++) x[k] = latents[k] / p->scaling_factor;
+    if ((st = eg_session_set_input(p->vae, "latent_sample", x, n * sizeof(float), err, errlen)) ||
+        (st = eg_session_run(p->vae, err, errlen)) ||
+        (st = eg_session_get_output(p->vae, "sample", decoded, image * sizeof(float), err, errlen)))
+        goto done;
+    to_uint8(decoded, 1, 3, p->height, p->width, pixels);
+done:
+    eg_scheduler_free(s);
+    free(ids); free(emb); free(latents); free(x); free(x2); free(noise); free(guided); free(decoded);
+    return st;
 }

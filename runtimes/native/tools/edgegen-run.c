@@ -44,6 +44,11 @@ typedef struct {
     size_t n_keys;
 } args_t;
 
+static eg_status eg_fail_msg(char *err, size_t errlen, eg_status st, const char *msg) {
+    snprintf(err, errlen, "%s", msg);
+    return st;
+}
+
 static int fail(const char *msg) {
     fprintf(stderr, "edgegen-run: %s\n", msg);
     return 2;
@@ -260,18 +265,34 @@ static int bench(const args_t *a, const eg_options *opt) {
         int32_t labels[MAX_LABELS];
         for (size_t i = 0; i < per_image; i++) labels[i] = (int32_t)i;
         double expect_s = 0;
-        for (size_t c = 0; c < nc; c++) expect_s += call_s[c] * (steps ? steps : eg_pipeline_default_steps(pipe));
+        int steps_used = steps ? steps : eg_pipeline_default_steps(pipe);
+        for (size_t c = 0; c < nc; c++) {
+            const char *name = eg_artifact_component_name(art, c);
+            int denoiser = !strcmp(name, "unet") || !strcmp(name, "transformer");
+            expect_s += call_s[c] * (denoiser ? steps_used : 1);
+        }
         printf("{\"event\": \"expect\", \"expect_s\": %.3f}\n", expect_s * (double)per_image);
         fflush(stdout);
-        uint8_t *px = malloc(per_image * (size_t)h * w * ch + 1);
-        eg_class_options co;
-        eg_class_options_init(&co);
-        co.labels = labels;
-        co.n_labels = per_image;
-        co.steps = steps;
-        co.seed = 0;
+        size_t image_bytes = per_image * (size_t)h * w * ch;
+        uint8_t *px = malloc(image_bytes + 1);
         double t = now();
-        st = px ? eg_pipeline_class_conditional(pipe, &co, px, per_image * (size_t)h * w * ch, err, sizeof err) : EG_ERR_MEMORY;
+        if (!px) st = eg_fail_msg(err, sizeof err, EG_ERR_MEMORY, "out of memory");
+        else if (class_cond) {
+            eg_class_options co;
+            eg_class_options_init(&co);
+            co.labels = labels;
+            co.n_labels = per_image;
+            co.steps = steps;
+            co.seed = 0;
+            st = eg_pipeline_class_conditional(pipe, &co, px, image_bytes, err, sizeof err);
+        } else {
+            eg_text_options to;
+            eg_text_options_init(&to);
+            to.prompt = "a photo of an astronaut riding a horse";
+            to.steps = steps;
+            to.seed = 0;
+            st = eg_pipeline_text_to_image(pipe, &to, px, image_bytes, err, sizeof err);
+        }
         if (!st) {
             printf("{\"event\": \"image\", \"seconds\": %.4f}\n", (now() - t) / (double)per_image);
             fflush(stdout);
