@@ -250,3 +250,49 @@ def test_signed_artifacts_against_trusted_keys(native_build, digits_mali_small, 
     manifest.write_text(manifest.read_text() + "\n")
     proc = check(good)
     assert proc.returncode == 1 and "changed after signing" in proc.stderr
+
+
+@pytest.mark.opencl
+def test_tiny_sd_text_encoder_matches_pyopencl(native_build, tiny_sd_adreno, cache_dir, monkeypatch):
+    """The text encoder of the tiny Stable Diffusion artifact (adreno target) on the C runtime equals
+    pyopencl's, for the ids runtimes/tokenizer.py makes of a prompt."""
+    from edgegen.core.artifact import Artifact
+    from edgegen.runtimes import native, opencl
+    from edgegen.runtimes.stable_diffusion import StableDiffusionPipeline
+
+    monkeypatch.setenv("EDGEGEN_CACHE_DIR", str(cache_dir))
+    art = Artifact.open(tiny_sd_adreno)
+    ids = StableDiffusionPipeline(art, {}).tokenizer(["", "a photo of a cat"])
+    comp = art.component("text_encoder")
+    ref_session, nat_session = opencl.load(art, comp), native.load(art, comp)
+    try:
+        ref = ref_session.run(input_ids=ids)["last_hidden_state"]
+        got = nat_session.run(input_ids=ids)["last_hidden_state"]
+    finally:
+        ref_session.close()
+        nat_session.close()
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.opencl
+def test_tiny_sd_image_equals_the_python_opencl_runtime(native_build, tiny_sd_adreno, cache_dir, tmp_path):
+    """Text-to-image end to end. PoCL compiles the tiny UNet's and VAE's kernels for minutes, once for
+    pyopencl and once for the C runtime, so this runs when EDGEGEN_NATIVE_SD=1."""
+    if os.environ.get("EDGEGEN_NATIVE_SD") != "1":
+        pytest.skip("set EDGEGEN_NATIVE_SD=1: compiles the tiny UNet and VAE on PoCL twice (about 7 minutes here)")
+    from edgegen import runtimes
+    from edgegen.core.metrics import psnr
+
+    pipe = runtimes.load(tiny_sd_adreno)
+    try:
+        ref = pipe("a photo of a cat", negative_prompt="blurry", num_inference_steps=4, seed=3, guidance_scale=5.0,
+                   output_type="np").images[0]
+    finally:
+        pipe.close()
+    out = tmp_path / "sd.png"
+    proc = run([tiny_sd_adreno, "--prompt", "a photo of a cat", "--negative-prompt", "blurry", "--steps", 4,
+                "--seed", 3, "--guidance", 5, "--out", out, "--quiet"], cache_dir, timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    got = read_png(out)
+    assert got.shape == ref.shape
+    assert psnr(ref / 255.0, got / 255.0, peak=1.0) >= 60
