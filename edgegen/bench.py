@@ -93,7 +93,7 @@ def bench(artifact: str, device: str = "local", runs: int = 10, warmup: int = 2,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
-    stopped, expected = None, 0.0
+    stopped, expected, pending = None, 0.0, b""
     try:
         while True:
             total_left = total_timeout_s - (time.perf_counter() - t0)
@@ -101,14 +101,20 @@ def bench(artifact: str, device: str = "local", runs: int = 10, warmup: int = 2,
             if total_left <= 0 or not sel.select(timeout=max(wait, 0)):
                 stopped = _limit_message(device, proc, limit, expected, total_timeout_s, total_left <= wait)
                 break
-            line = proc.stdout.readline()
-            if not line:
+            # the pipe itself, not a buffered reader: lines that came together are all handled now, and
+            # none waits in a buffer the next select() cannot see
+            chunk = os.read(proc.stdout.fileno(), 1 << 16)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines + ([pending] if not chunk else []):
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                expected = event.get("expect_s", expected)
+                _record(report, event)
+                if on_event is not None:
+                    on_event(event)
+            if not chunk:
                 break
-            event = json.loads(line)
-            expected = event.get("expect_s", expected)
-            _record(report, event)
-            if on_event is not None:
-                on_event(event)
     finally:
         try:   # the worker's group: an ssh or adb client it started goes with it
             os.killpg(proc.pid, signal.SIGKILL)

@@ -416,10 +416,12 @@ def transport(device: Device) -> Transport:
 
 # Runs the bench in the background and waits for it; a watcher kills it when the connection's stdin
 # closes (the bench was stopped here, or the connection dropped), so no bench outlives its caller.
+# sshd and adbd start the script as a process group leader: the watcher ends that whole group (what
+# the bench started too), or the bench alone elsewhere.
 _RUN = """exec 3<&0
 {cmd} 3<&- </dev/null &
 p=$!
-(cat <&3 >/dev/null 2>&1; kill $p 2>/dev/null) >/dev/null 2>&1 </dev/null &
+(cat <&3 >/dev/null 2>&1; kill $p; kill -TERM -$$) >/dev/null 2>&1 </dev/null &
 w=$!
 exec 3<&-
 wait $p; s=$?
