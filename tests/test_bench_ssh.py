@@ -171,6 +171,7 @@ def test_missing_binary_names_the_make_command(tmp_path, monkeypatch):
 
 # ---- ssh, on loopback ----
 
+@pytest.mark.slow
 def test_copy_stream_and_cache(on_sshd, digits_mali_small, tmp_path):
     comps = list(json.loads((digits_mali_small / "manifest.json").read_text())["components"])
     fake = _fake_run(tmp_path / "fake-run", comps, 3, 0.2, _finish(), tmp_path / "pid")
@@ -211,6 +212,7 @@ def test_copy_stream_and_cache(on_sshd, digits_mali_small, tmp_path):
     assert weights.read_bytes() == local.read_bytes()
 
 
+@pytest.mark.slow
 def test_silent_device_ends_at_the_limit(on_sshd, digits_mali_small, tmp_path):
     comps = list(json.loads((digits_mali_small / "manifest.json").read_text())["components"])
     fake = _fake_run(tmp_path / "fake-run", comps[:1], 1, 0,
@@ -226,6 +228,7 @@ def test_silent_device_ends_at_the_limit(on_sshd, digits_mali_small, tmp_path):
     assert _gone(tmp_path / "pid", 10) and _gone(tmp_path / "child", 5)   # nothing outlives the bench there
 
 
+@pytest.mark.slow
 def test_dropped_connection_is_an_error_event(on_sshd, digits_mali_small, tmp_path):
     comps = list(json.loads((digits_mali_small / "manifest.json").read_text())["components"])
     fake = _fake_run(tmp_path / "fake-run", comps, 5, 0.3, _finish(), tmp_path / "pid")
@@ -246,6 +249,7 @@ def test_dropped_connection_is_an_error_event(on_sshd, digits_mali_small, tmp_pa
     assert _gone(tmp_path / "pid", 10)
 
 
+@pytest.mark.slow
 def test_unreachable_port_fails_fast(digits_mali_small, on_sshd):
     t0 = time.perf_counter()
     report = bench(str(digits_mali_small), device=f"ssh://root@127.0.0.1:{_free_port()}", runs=2)
@@ -254,18 +258,21 @@ def test_unreachable_port_fails_fast(digits_mali_small, on_sshd):
     assert all(len(c["errors"]) == 2 for c in report.components.values())
 
 
+@pytest.mark.slow
 def test_refused_key_says_how_to_install_one(digits_mali_small, on_sshd, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEGEN_SSH_OPTIONS", on_sshd.options(_keygen(tmp_path / "stranger")))
     report = bench(str(digits_mali_small), device=on_sshd.url, runs=1)
     assert report.failed and "refused the login" in report.errors[0] and "ssh-copy-id" in report.errors[0]
 
 
+@pytest.mark.slow
 def test_no_ssh_client(digits_mali_small, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     report = bench(str(digits_mali_small), device="ssh://root@127.0.0.1:1", runs=1)
     assert report.failed and "no ssh client" in report.errors[0]
 
 
+@pytest.mark.slow
 def test_binary_for_another_architecture(digits_mali_small, on_sshd, tmp_path):
     exe = tmp_path / "edgegen-run"
     exe.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(11) + (183).to_bytes(2, "little") + bytes(44))
@@ -290,6 +297,7 @@ def edgegen_run():
     return exe
 
 
+@pytest.mark.slow
 @pytest.mark.opencl
 def test_native_bench_over_ssh(on_sshd, digits_mali_small, edgegen_run):
     report = bench(str(digits_mali_small), device=on_sshd.url, runs=3, warmup=1, steps=2, run_timeout_s=60)
@@ -301,6 +309,7 @@ def test_native_bench_over_ssh(on_sshd, digits_mali_small, edgegen_run):
     assert report.cold_start_s > 0 and report.image_s > 0 and report.peak_rss_bytes > 1e6
 
 
+@pytest.mark.slow
 def test_cli_over_ssh(on_sshd, digits_mali_small, tmp_path):
     comps = list(json.loads((digits_mali_small / "manifest.json").read_text())["components"])
     fake = _fake_run(tmp_path / "fake-run", comps, 2, 0, _finish(), tmp_path / "pid")
@@ -324,12 +333,14 @@ def adb_server(monkeypatch):
     subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
 
 
+@pytest.mark.slow
 def test_adb_missing(digits_mali_small, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     report = bench(str(digits_mali_small), device="adb://emulator-5554", runs=1)
     assert report.failed and "no adb here" in report.errors[0] and "apt-get install adb" in report.errors[0]
 
 
+@pytest.mark.slow
 def test_adb_no_such_device(digits_mali_small, adb_server):
     t0 = time.perf_counter()
     report = bench(str(digits_mali_small), device="adb://no-such-phone", runs=1, run_timeout_s=30)
