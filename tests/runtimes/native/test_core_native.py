@@ -193,6 +193,15 @@ def test_cli_runtime_native(native_build, digits_mali_small, cache_dir, tmp_path
                  "--runtime", "native"]) == 0
     assert read_png(out).shape == (16, 16)
     assert "EDGEGEN_RUNTIME" not in os.environ
+    from edgegen import runtimes
+    from edgegen.runtimes import native
+
+    monkeypatch.setenv("EDGEGEN_RUNTIME", "native")     # what --runtime native sets for run, bench and validate
+    pipe = runtimes.load(digits_mali_small)
+    try:
+        assert isinstance(pipe.sessions["transformer"], native.Session)
+    finally:
+        pipe.close()
 
 
 def test_missing_library_names_make_native(monkeypatch, tmp_path):
