@@ -90,6 +90,9 @@ EG_API void eg_pipeline_image_shape(const eg_pipeline *pipeline, int *height, in
 /* Images per model call (class-conditional: the artifact's batch; text-to-image: 1) and default steps. */
 EG_API int eg_pipeline_batch(const eg_pipeline *pipeline);
 EG_API int eg_pipeline_default_steps(const eg_pipeline *pipeline);
+/* A class-conditional artifact's class id from one of its names (id2label, e.g. "7" or "seven"). */
+EG_API eg_status eg_pipeline_label_id(const eg_pipeline *pipeline, const char *name, int32_t *id, char *err,
+                                      size_t errlen);
 
 typedef struct {
     const int32_t *labels;      /* class ids, one per image */

@@ -1,5 +1,6 @@
 /* Pipelines over the component sessions, computing what runtimes/class_conditional.py computes
    (same float32 operations in the same order). */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +211,39 @@ void eg_pipeline_image_shape(const eg_pipeline *p, int *height, int *width, int 
 
 int eg_pipeline_batch(const eg_pipeline *p) { return p ? p->batch : 0; }
 int eg_pipeline_default_steps(const eg_pipeline *p) { return p ? p->default_steps : 0; }
+
+/* names: "7, seven" -> is `want` (trimmed, case-insensitive) one of the comma-separated names? */
+static int names_match(const char *names, const char *want) {
+    size_t wl = strlen(want);
+    while (wl && (want[wl - 1] == ' ' || want[wl - 1] == '\t')) wl--;
+    while (*want == ' ' || *want == '\t') { want++; wl--; }
+    for (const char *p = names;;) {
+        const char *comma = strchr(p, ','), *end = comma ? comma : p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t')) a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
+        if ((size_t)(b - a) == wl && wl) {
+            size_t i = 0;
+            while (i < wl && tolower((unsigned char)a[i]) == tolower((unsigned char)want[i])) i++;
+            if (i == wl) return 1;
+        }
+        if (!comma) return 0;
+        p = comma + 1;
+    }
+}
+
+eg_status eg_pipeline_label_id(const eg_pipeline *p, const char *name, int32_t *id, char *err, size_t errlen) {
+    if (!p || !name || !id) return eg_fail(err, errlen, EG_ERR_ARGUMENT, "pipeline, name and id are required");
+    const eg_json *map = eg_json_get(p->artifact->pipeline, "id2label");
+    for (size_t i = 0; map && map->type == EG_JSON_OBJECT && i < map->count; i++) {
+        char *end;
+        long k = strtol(map->keys[i], &end, 10);
+        if (*end || end == map->keys[i] || k < 0 || k >= p->null_class || map->items[i].type != EG_JSON_STRING) continue;
+        if (names_match(map->items[i].string, name)) { *id = (int32_t)k; return EG_OK; }
+    }
+    return eg_fail(err, errlen, EG_ERR_INPUT, "unknown class label '%.100s'; this model knows the names in its "
+                   "manifest's pipeline/id2label", name);
+}
 
 void eg_class_options_init(eg_class_options *o) {
     memset(o, 0, sizeof *o);

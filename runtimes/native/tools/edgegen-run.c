@@ -15,7 +15,7 @@
 
 static const char USAGE[] =
     "usage: edgegen-run ARTIFACT [options]\n"
-    "  --label K           class id (repeat, or a comma list), class-conditional artifacts\n"
+    "  --label K           class id or name (repeat, or a comma list), class-conditional artifacts\n"
     "  --prompt TEXT       prompt, text-to-image artifacts\n"
     "  --negative-prompt TEXT\n"
     "  --steps N           denoising steps (default: the artifact's)\n"
@@ -39,6 +39,7 @@ typedef struct {
     uint64_t seed;
     float guidance;
     int32_t labels[MAX_LABELS];
+    char *label_names[MAX_LABELS]; /* a name where the label is not an integer, else NULL */
     size_t n_labels;
     const char *keys[16];
     size_t n_keys;
@@ -122,11 +123,11 @@ static int parse_args(int argc, char **argv, args_t *a) {
             snprintf(buf, sizeof buf, "%s", v);
             for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
                 while (*tok == ' ') tok++;
-                if (parse_long(tok, -2147483647LL, 2147483647LL, &n)) {
-                    snprintf(msg, sizeof msg, "--label takes class ids (integers), got '%s'", tok);
-                    return fail(msg);
-                }
                 if (a->n_labels >= MAX_LABELS) return fail("too many labels");
+                if (parse_long(tok, -2147483647LL, 2147483647LL, &n)) {
+                    a->label_names[a->n_labels] = strdup(tok);
+                    n = -1;
+                }
                 a->labels[a->n_labels++] = (int32_t)n;
             }
         } else if (o[0] == '-' && o[1]) {
@@ -313,7 +314,7 @@ done:
     return rc;
 }
 
-static int generate(const args_t *a, const eg_options *opt) {
+static int generate(args_t *a, const eg_options *opt) {
     char err[1024];
     eg_artifact *art = NULL;
     eg_pipeline *pipe = NULL;
@@ -332,6 +333,10 @@ static int generate(const args_t *a, const eg_options *opt) {
     if (!strcmp(eg_artifact_kind(art), "class-conditional-dit")) {
         if (!a->n_labels) { st = EG_ERR_ARGUMENT; snprintf(err, sizeof err, "this artifact generates a class: pass --label ID"); goto out; }
         n = a->n_labels;
+        int32_t *ids = a->labels;
+        for (size_t i = 0; i < n && !st; i++)
+            if (a->label_names[i]) st = eg_pipeline_label_id(pipe, a->label_names[i], &ids[i], err, sizeof err);
+        if (st) goto out;
         px = malloc(n * per);
         if (!px) { st = EG_ERR_MEMORY; snprintf(err, sizeof err, "out of memory"); goto out; }
         eg_class_options o;
@@ -391,5 +396,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (a.bench) return bench(&a, &opt);
-    return generate(&a, &opt);
+    r = generate(&a, &opt);
+    for (size_t i = 0; i < a.n_labels; i++) free(a.label_names[i]);
+    return r;
 }

@@ -85,6 +85,10 @@ def test_digits_images_equal_the_python_opencl_runtime(native_build, digits_mali
 def test_out_of_range_label_is_refused(native_build, digits_mali_small, cache_dir, tmp_path):
     proc = run([digits_mali_small, "--label", "10", "--steps", 1, "--out", tmp_path / "x.png"], cache_dir)
     assert proc.returncode == 1 and "out of range 0..9" in proc.stderr, proc.stderr
+    proc = run([digits_mali_small, "--label", "eleven", "--steps", 1, "--out", tmp_path / "x.png"], cache_dir)
+    assert proc.returncode == 1 and "unknown class label 'eleven'" in proc.stderr, proc.stderr
+    proc = run([digits_mali_small, "--label", "seven, 3", "--steps", 1, "--out", tmp_path / "x.png"], cache_dir)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_truncated_plan_is_an_error_not_a_signal(native_build, digits_mali_small, tmp_path):
