@@ -217,19 +217,34 @@ def test_missing_library_names_make_native(monkeypatch, tmp_path):
         native._lib()
 
 
-def test_aarch64_cross_build():
+def aarch64_build():
     if not shutil.which("aarch64-linux-gnu-gcc"):
         pytest.skip("needs aarch64-linux-gnu-gcc (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)")
     subprocess.run(["make", "-s", "-C", str(NATIVE), "aarch64"], check=True, timeout=900)
-    binary = NATIVE / "build-aarch64" / "edgegen-run"
+    return NATIVE / "build-aarch64" / "edgegen-run"
+
+
+def qemu_aarch64():
+    qemu = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
+    if not qemu or not Path("/usr/aarch64-linux-gnu").is_dir():
+        pytest.skip("needs qemu-user-static and libc6-dev-arm64-cross to run aarch64 binaries here")
+    return [qemu, "-L", "/usr/aarch64-linux-gnu"]
+
+
+def test_aarch64_cross_build():
+    binary = aarch64_build()
     header = binary.read_bytes()[:20]
     assert header[:4] == b"\x7fELF" and header[4] == 2          # 64-bit
     assert int.from_bytes(header[18:20], "little") == 183        # e_machine EM_AARCH64
-    qemu = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
-    if qemu and Path("/usr/aarch64-linux-gnu").is_dir():
-        proc = subprocess.run([qemu, "-L", "/usr/aarch64-linux-gnu", str(binary), "--help"], capture_output=True,
-                              text=True, timeout=60)
-        assert proc.returncode == 0 and "usage: edgegen-run" in proc.stdout, proc.stderr
+    proc = subprocess.run([*qemu_aarch64(), str(binary), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "usage: edgegen-run" in proc.stdout, proc.stderr
+
+
+def test_aarch64_binary_checks_an_artifact_under_qemu(digits_mali_small):
+    binary, qemu = aarch64_build(), qemu_aarch64()
+    proc = subprocess.run([*qemu, str(binary), str(digits_mali_small), "--check"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "class-conditional-dit" in proc.stdout, proc.stderr
 
 
 def test_signed_artifacts_against_trusted_keys(native_build, digits_mali_small, tmp_path):
