@@ -90,7 +90,8 @@ static void infer_ranges(eg_spec *inputs, size_t n, const eg_json *weights) {
             for (size_t w = 0; w < weights->count; w++) {
                 const eg_json *name = eg_json_get(&weights->items[w], "name"), *shape = eg_json_get(&weights->items[w], "shape");
                 if (!name || name->type != EG_JSON_STRING || !shape || shape->type != EG_JSON_ARRAY || shape->count != 2 ||
-                    shape->items[0].type != EG_JSON_NUMBER || name->string_len < suffix ||
+                    shape->items[0].type != EG_JSON_NUMBER || !(shape->items[0].number >= 1) ||
+                    shape->items[0].number > 2147483647.0 || name->string_len < suffix ||
                     strcmp(name->string + name->string_len - suffix, TABLES[t][1]) != 0)
                     continue;
                 int64_t rows = (int64_t)shape->items[0].number;

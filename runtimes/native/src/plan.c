@@ -244,8 +244,8 @@ static eg_status read_launches(ctx *c, eg_plan *p, const eg_json *launches, cons
             static const double HI[] = {0, 0, 2147483647.0, 9223372036854775807.0, 255, 127, 4294967295.0};
             eg_dtype d = out->scalar_dtypes[s];
             if (d != EG_FLOAT32 && d != EG_FLOAT16 &&
-                !(v->number == (double)(int64_t)v->number && v->number >= LO[d] && v->number <= HI[d] &&
-                  !(d == EG_INT64 && v->number >= 9223372036854775807.0)))
+                !(v->number >= LO[d] && v->number <= HI[d] && !(d == EG_INT64 && v->number >= 9223372036854775807.0) &&
+                  v->number == (double)(int64_t)v->number))
                 return BAD("%s: launch %zu: scalar %g is not a %s; rebuild the artifact.", c->where, i, v->number,
                            SCALAR_TYPES[d]);
             out->scalar_values[s] = v->number;
