@@ -61,6 +61,14 @@ EG_API const char *eg_artifact_component_name(const eg_artifact *artifact, size_
 /* One component on the OpenCL device: programs built (or read from the cache), kernels bound. */
 EG_API eg_status eg_session_open(eg_artifact *artifact, const char *component, eg_session **out, char *err,
                                  size_t errlen);
+/* A component's arena size: the memory eg_session_open_arena needs. */
+EG_API eg_status eg_artifact_arena_bytes(const eg_artifact *artifact, const char *component, size_t *bytes, char *err,
+                                         size_t errlen);
+/* As eg_session_open, with the arena in the caller's memory (CL_MEM_USE_HOST_PTR; zero-copy on
+   unified-memory GPUs): at least eg_artifact_arena_bytes, aligned to 4096 bytes, kept alive until
+   eg_session_close. */
+EG_API eg_status eg_session_open_arena(eg_artifact *artifact, const char *component, void *memory, size_t bytes,
+                                       eg_session **out, char *err, size_t errlen);
 EG_API void eg_session_close(eg_session *session);
 EG_API const char *eg_session_device_name(const eg_session *session);
 EG_API int eg_session_used_cached_binaries(const eg_session *session);   /* programs read from the cache */

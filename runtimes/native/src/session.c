@@ -39,7 +39,11 @@ static eg_status bind_scalar(eg_session *s, cl_kernel k, cl_uint index, eg_dtype
     return s->cl.SetKernelArg(k, index, size, &v) == CL_SUCCESS ? EG_OK : EG_ERR_DEVICE;
 }
 
-static eg_status setup(eg_session *s, const char *cache_dir, char *err, size_t errlen) {
+#define HOST_ARENA_ALIGNMENT 4096
+
+static uint64_t arena_size(const eg_plan *p) { return p->arena_bytes > ARENA_ALIGNMENT ? p->arena_bytes : ARENA_ALIGNMENT; }
+
+static eg_status setup(eg_session *s, const char *cache_dir, void *host, size_t host_bytes, char *err, size_t errlen) {
     const eg_plan *p = s->plan;
     cl_int rc = 0;
     cl_uint align_bits = 0;
@@ -47,7 +51,7 @@ static eg_status setup(eg_session *s, const char *cache_dir, char *err, size_t e
     s->cl.GetDeviceInfo(s->dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
     s->cl.GetDeviceInfo(s->dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, NULL);
     size_t align = align_bits / 8 ? align_bits / 8 : 1;
-    uint64_t arena_bytes = p->arena_bytes > ARENA_ALIGNMENT ? p->arena_bytes : ARENA_ALIGNMENT;
+    uint64_t arena_bytes = arena_size(p);
     if (max_alloc && arena_bytes > max_alloc)
         return eg_fail(err, errlen, EG_ERR_UNAVAILABLE, "%s: the arena of component %s needs %llu bytes in one buffer, "
                        "more than this device's CL_DEVICE_MAX_MEM_ALLOC_SIZE (%llu); rebuild the artifact for a smaller "
@@ -59,7 +63,12 @@ static eg_status setup(eg_session *s, const char *cache_dir, char *err, size_t e
     if (!s->ctx) return cl_fail(err, errlen, "clCreateContext", rc);
     s->queue = s->cl.CreateCommandQueue(s->ctx, s->dev, 0, &rc);
     if (!s->queue) return cl_fail(err, errlen, "clCreateCommandQueue", rc);
-    s->arena = s->cl.CreateBuffer(s->ctx, CL_MEM_READ_WRITE, (size_t)arena_bytes, NULL, &rc);
+    if (host && (host_bytes < arena_bytes || (uintptr_t)host % HOST_ARENA_ALIGNMENT))
+        return eg_fail(err, errlen, EG_ERR_ARGUMENT, "the arena memory of component %s must hold %llu bytes and be "
+                       "aligned to %d bytes (got %zu bytes at %p)", s->comp->name, (unsigned long long)arena_bytes,
+                       HOST_ARENA_ALIGNMENT, host_bytes, host);
+    s->arena = s->cl.CreateBuffer(s->ctx, CL_MEM_READ_WRITE | (host ? CL_MEM_USE_HOST_PTR : 0), (size_t)arena_bytes,
+                                  host, &rc);
     if (!s->arena) return cl_fail(err, errlen, "allocating the arena (clCreateBuffer)", rc);
     s->mems = calloc(p->n_tensors, sizeof *s->mems);
     s->programs = calloc(p->n_programs, sizeof *s->programs);
@@ -130,7 +139,21 @@ static eg_status setup(eg_session *s, const char *cache_dir, char *err, size_t e
     return EG_OK;
 }
 
+eg_status eg_artifact_arena_bytes(const eg_artifact *a, const char *component, size_t *bytes, char *err,
+                                  size_t errlen) {
+    const eg_component *c = eg_find_component(a, component);
+    if (!c || !c->plan || !bytes)
+        return eg_fail(err, errlen, EG_ERR_ARGUMENT, "no OpenCL component %s", component ? component : "(null)");
+    *bytes = (size_t)arena_size(c->plan);
+    return EG_OK;
+}
+
 eg_status eg_session_open(eg_artifact *a, const char *component, eg_session **out, char *err, size_t errlen) {
+    return eg_session_open_arena(a, component, NULL, 0, out, err, errlen);
+}
+
+eg_status eg_session_open_arena(eg_artifact *a, const char *component, void *memory, size_t bytes, eg_session **out,
+                                char *err, size_t errlen) {
     if (!a || !out) return eg_fail(err, errlen, EG_ERR_ARGUMENT, "eg_session_open: artifact and out are required");
     *out = NULL;
     const eg_component *c = eg_find_component(a, component);
@@ -144,7 +167,7 @@ eg_status eg_session_open(eg_artifact *a, const char *component, eg_session **ou
     s->plan = c->plan;
     eg_status st = eg_cl_load(&s->cl, err, errlen);
     if (!st) st = eg_cl_pick_device(&s->cl, a->device, &s->dev, s->device_name, sizeof s->device_name, err, errlen);
-    if (!st) st = setup(s, a->use_program_cache ? a->cache_dir : NULL, err, errlen);
+    if (!st) st = setup(s, a->use_program_cache ? a->cache_dir : NULL, memory, bytes, err, errlen);
     if (st) { eg_session_close(s); return st; }
     *out = s;
     return EG_OK;

@@ -324,3 +324,52 @@ def test_tiny_sd_image_equals_the_python_opencl_runtime(native_build, tiny_sd_ad
     got = read_png(out)
     assert got.shape == ref.shape
     assert psnr(ref / 255.0, got / 255.0, peak=1.0) >= 60
+
+
+@pytest.mark.opencl
+def test_session_in_caller_arena_memory(native_build, digits_mali_small, cache_dir, monkeypatch):
+    """eg_session_open_arena: the arena in the caller's (aligned) memory gives the same outputs; a
+    misaligned or short buffer is refused."""
+    from edgegen.core.artifact import Artifact
+    from edgegen.runtimes import native
+
+    monkeypatch.setenv("EDGEGEN_CACHE_DIR", str(cache_dir))
+    art = Artifact.open(digits_mali_small)
+    comp = art.component("transformer")
+    n = comp.inputs[0].shape[0]
+    feeds = {"sample": np.random.default_rng(1).standard_normal(comp.inputs[0].shape).astype(np.float32),
+             "timestep": np.full(n, 77, np.float32), "class_labels": np.arange(n, dtype=np.int32)}
+    plain = native.load(art, comp)
+    try:
+        want = plain.run(**feeds)["noise_pred"]
+    finally:
+        plain.close()
+    lib = native._lib()
+    vp, sz = ctypes.c_void_p, ctypes.c_size_t
+    lib.eg_artifact_arena_bytes.argtypes = [vp, ctypes.c_char_p, ctypes.POINTER(sz), ctypes.c_char_p, sz]
+    lib.eg_session_open_arena.argtypes = [vp, ctypes.c_char_p, vp, sz, ctypes.POINTER(vp), ctypes.c_char_p, sz]
+    err = ctypes.create_string_buffer(1024)
+    handle, session, size = vp(), vp(), sz()
+    opts = native._Options()
+    lib.eg_options_init(ctypes.byref(opts))
+    assert lib.eg_artifact_open(str(digits_mali_small).encode(), ctypes.byref(opts), ctypes.byref(handle), err, 1024) == 0
+    try:
+        assert lib.eg_artifact_arena_bytes(handle, b"transformer", ctypes.byref(size), err, 1024) == 0
+        backing = np.zeros(size.value + 8192, np.uint8)
+        start = -backing.ctypes.data % 4096
+        status = lib.eg_session_open_arena(handle, b"transformer", backing.ctypes.data + start + 8, size.value,
+                                           ctypes.byref(session), err, 1024)
+        assert status == native.ERR_ARGUMENT and b"aligned to 4096" in err.value
+        assert lib.eg_session_open_arena(handle, b"transformer", backing.ctypes.data + start, size.value,
+                                         ctypes.byref(session), err, 1024) == 0, err.value
+        for spec in comp.inputs:
+            arr = np.ascontiguousarray(feeds[spec.name])
+            assert lib.eg_session_set_input(session, spec.name.encode(), arr.ctypes.data, arr.nbytes, err, 1024) == 0
+        assert lib.eg_session_run(session, err, 1024) == 0, err.value
+        got = np.empty_like(want)
+        assert lib.eg_session_get_output(session, b"noise_pred", got.ctypes.data, got.nbytes, err, 1024) == 0
+        np.testing.assert_array_equal(got, want)
+    finally:
+        if session:
+            lib.eg_session_close(session)
+        lib.eg_artifact_close(handle)
