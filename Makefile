@@ -42,6 +42,7 @@ native-aarch64:
 native-asan-test: setup
 	$(MAKE) -C runtimes/native asan
 	runtimes/native/build-asan/tests/test_core_json
+	runtimes/native/build-asan/tests/test_core_units
 	EDGEGEN_NATIVE_TESTS=$(CURDIR)/runtimes/native/build-asan/tests $(PY) -m pytest -q -rs tests/runtimes/native -k text
 
 clean:

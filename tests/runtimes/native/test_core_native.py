@@ -54,9 +54,30 @@ def rehash(artifact: Path, rel: str) -> None:
     (artifact / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
-def test_c_unit_tests_pass(native_build):
-    out = subprocess.run([str(native_build / "tests" / "test_core_json")], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("program", ["test_core_json", "test_core_units"])
+def test_c_unit_tests_pass(native_build, program):
+    out = subprocess.run([str(native_build / "tests" / program)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_float16_conversion_equals_numpy(native_build, tmp_path):
+    """The host-side float32 -> float16 of fp16 plans rounds as numpy's astype does (nearest, ties to even)."""
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, 400_000, dtype=np.uint64).astype(np.uint32)
+    special = np.array([0.0, -0.0, 1.0, 65504.0, 65519.99, 65520.0, 6.1e-5, 5.96e-8, 2.98e-8, 2.99e-8, 1e-10,
+                        np.inf, -np.inf], np.float32)
+    near = (rng.standard_normal(200_000) * 10.0 ** rng.integers(-8, 5, 200_000)).astype(np.float32)
+    values = np.concatenate([bits.view(np.float32), special, near])
+    values = values[~np.isnan(values)]
+    values.tofile(tmp_path / "in.bin")
+    proc = subprocess.run([str(native_build / "tests" / "test_core_units"), str(tmp_path / "in.bin"),
+                           str(tmp_path / "out.bin")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = np.fromfile(tmp_path / "out.bin", dtype=np.uint16)
+    with np.errstate(over="ignore"):
+        want = values.astype(np.float16).view(np.uint16)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, [(float(values[i]), hex(got[i]), hex(want[i])) for i in bad[:5]]
 
 
 @pytest.mark.opencl
