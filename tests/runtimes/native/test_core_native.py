@@ -394,3 +394,15 @@ def test_session_in_caller_arena_memory(native_build, digits_mali_small, cache_d
         if session:
             lib.eg_session_close(session)
         lib.eg_artifact_close(handle)
+
+
+@pytest.mark.opencl
+def test_pipeline_api_callbacks_cancel_and_checks_under_asan(native_build, digits_mali_small, cache_dir):
+    """tests/test_core_pipeline.c on the ASan/UBSan build, running on PoCL. detect_leaks=0: LeakSanitizer's
+    tracer itself crashes among PoCL's worker threads (the fuzz, which opens no driver, keeps leak checks on)."""
+    subprocess.run(["make", "-s", "-C", str(NATIVE), "asan"], check=True, timeout=900)
+    env = dict(os.environ, EDGEGEN_CACHE_DIR=str(cache_dir), ASAN_OPTIONS="detect_leaks=0:exitcode=99")
+    proc = subprocess.run([str(NATIVE / "build-asan" / "tests" / "test_core_pipeline"), str(digits_mali_small)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0 and "pipeline ok" in proc.stdout, proc.stderr[-3000:]
+    assert "AddressSanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr[-3000:]
