@@ -406,3 +406,26 @@ def test_pipeline_api_callbacks_cancel_and_checks_under_asan(native_build, digit
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0 and "pipeline ok" in proc.stdout, proc.stderr[-3000:]
     assert "AddressSanitizer" not in proc.stderr and "runtime error" not in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.opencl
+def test_corrupt_program_cache_entries_are_rebuilt(native_build, digits_mali_small, cache_dir, tmp_path):
+    """Cached binaries that are truncated, bit-flipped or swapped are rebuilt from source, never trusted."""
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir, cache)       # warm from the other tests, or filled by the first run here
+    args = [digits_mali_small, "--label", "5", "--steps", 2, "--seed", 1, "--quiet"]
+    first = run([*args, "--out", tmp_path / "a.png"], cache)
+    assert first.returncode == 0, first.stderr
+    entries = sorted((cache / "opencl").glob("*.bin"))
+    assert len(entries) >= 3
+    sizes = {p: p.stat().st_size for p in entries}
+    entries[0].write_bytes(entries[0].read_bytes()[:100])                    # truncated
+    data = bytearray(entries[1].read_bytes())
+    data[len(data) // 2] ^= 0x40                                            # one bit of the binary
+    entries[1].write_bytes(bytes(data))
+    entries[2].write_bytes(entries[-1].read_bytes())                        # another program's entry
+    second = run([*args, "--out", tmp_path / "b.png"], cache)
+    assert second.returncode == 0, second.stderr
+    assert np.array_equal(read_png(tmp_path / "a.png"), read_png(tmp_path / "b.png"))
+    assert all(p.stat().st_size == sizes[p] for p in entries[:3])            # rewritten whole
+    assert not list((cache / "opencl").glob("*.tmp.*"))
