@@ -1,9 +1,11 @@
-"""`edgegen bench`: latency and memory of an artifact, here or on a device behind TVM's RPC tracker.
+"""`edgegen bench`: latency and memory of an artifact, here, on a device behind TVM's RPC tracker,
+or on a phone or board over ssh or adb running the native `edgegen-run --bench`.
 
-The measuring runs in a worker process that reports each result as one JSON line;
-this side reads them with a deadline per line, so a device that disconnects, hangs
-or fails mid-run becomes a per-run error in the report within a bounded time,
-never a hang.
+The measuring runs in a worker process that reports each result as one JSON line
+(for ssh:// and adb:// devices the worker is edgegen/remote.py, which relays the
+remote binary's lines); this side reads them with a deadline per line, so a device
+that disconnects, hangs or fails mid-run becomes a per-run error in the report
+within a bounded time, never a hang.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +37,7 @@ class BenchReport:
     memory_note: str = ""
     errors: list = field(default_factory=list)
     total_s: float = 0.0
+    remote: dict | None = None                        # ssh/adb: architecture, binary, remote paths, copy
 
     @staticmethod
     def _stats(ms: list[float]) -> dict:
@@ -50,7 +54,8 @@ class BenchReport:
         return {"artifact": self.artifact, "device": self.device, "runs": self.runs, "warmup": self.warmup,
                 "steps": self.steps, "threads": self.threads, "cold_start_s": self.cold_start_s, "components": comps,
                 "image_s": self.image_s, "peak_rss_bytes": self.peak_rss_bytes, "memory_note": self.memory_note,
-                "errors": self.errors, "total_s": round(self.total_s, 3), "ok": not self.failed}
+                "errors": self.errors, "total_s": round(self.total_s, 3), "ok": not self.failed,
+                **({"remote": self.remote} if self.remote else {})}
 
     @property
     def failed(self) -> bool:
@@ -64,9 +69,12 @@ DEVICE_TIMEOUT_S = 120.0
 
 def bench(artifact: str, device: str = "local", runs: int = 10, warmup: int = 2, steps: int = 20,
           run_timeout_s: float | None = None, total_timeout_s: float = 1800.0, threads: int | None = None,
-          on_event=None) -> BenchReport:
-    """Measure `artifact` on `device` ("local" or rpc://TRACKER_HOST:PORT/KEY). `on_event(event)`
-    sees each result as it arrives (a dict with "event": cold_start | run | expect | image | memory | error).
+          on_event=None, native_binary: str | None = None) -> BenchReport:
+    """Measure `artifact` on `device`: "local", rpc://TRACKER_HOST:PORT/KEY, or ssh://[user@]host[:port]
+    and adb://SERIAL, which run the native edgegen-run there (edgegen/remote.py; native_binary: the
+    edgegen-run to copy instead of the one built for the device's architecture). `on_event(event)`
+    sees each result as it arrives (a dict with "event": cold_start | run | expect | image | memory | error,
+    and on ssh/adb devices copy | remote).
     run_timeout_s: the longest wait for one result beyond twice its expected time (default: none here,
     DEVICE_TIMEOUT_S on a remote device); total_timeout_s bounds the whole bench. threads: CPU threads
     for the artifact's calls (default: every core the worker may use)."""
@@ -77,13 +85,15 @@ def bench(artifact: str, device: str = "local", runs: int = 10, warmup: int = 2,
                          components={n: {"ms": [], "errors": []} for n in art.components})
     config = {"artifact": str(art.root), "device": device, "runs": runs, "warmup": warmup, "steps": steps,
               "session_timeout_s": total_timeout_s, "threads": threads}
+    if native_binary:
+        config["native_binary"] = str(native_binary)
     limit = run_timeout_s if run_timeout_s is not None or device == "local" else DEVICE_TIMEOUT_S
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "edgegen.bench", json.dumps(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(_worker_argv(device, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
-    stopped, expected = None, 0.0
+    stopped, expected, pending = None, 0.0, b""
     try:
         while True:
             total_left = total_timeout_s - (time.perf_counter() - t0)
@@ -91,22 +101,35 @@ def bench(artifact: str, device: str = "local", runs: int = 10, warmup: int = 2,
             if total_left <= 0 or not sel.select(timeout=max(wait, 0)):
                 stopped = _limit_message(device, proc, limit, expected, total_timeout_s, total_left <= wait)
                 break
-            line = proc.stdout.readline()
-            if not line:
+            # the pipe itself, not a buffered reader: lines that came together are all handled now, and
+            # none waits in a buffer the next select() cannot see
+            chunk = os.read(proc.stdout.fileno(), 1 << 16)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines + ([pending] if not chunk else []):
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                expected = event.get("expect_s", expected)
+                _record(report, event)
+                if on_event is not None:
+                    on_event(event)
+            if not chunk:
                 break
-            event = json.loads(line)
-            expected = event.get("expect_s", expected)
-            _record(report, event)
-            if on_event is not None:
-                on_event(event)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        try:   # the worker's group: an ssh or adb client it started goes with it
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
         sel.close()
         stderr = proc.stderr.read().strip().splitlines()
     if stopped is None and proc.returncode != 0 and not report.errors:
         stopped = f"the bench worker exited with code {proc.returncode}: " + (stderr[-1] if stderr else "")
+    short = {n: len(c["ms"]) + len(c["errors"]) for n, c in report.components.items()
+             if len(c["ms"]) + len(c["errors"]) < runs}
+    if stopped is None and short and not report.errors:
+        stopped = (f"the bench ended before its runs did: {', '.join(f'{n} {k} of {runs}' for n, k in short.items())}"
+                   + (f" ({stderr[-1]})" if stderr else ""))
     if stopped:
         report.errors.append(stopped)
     if report.errors:
@@ -115,6 +138,15 @@ def bench(artifact: str, device: str = "local", runs: int = 10, warmup: int = 2,
             comp["errors"] += [f"not run: {report.errors[0]}"] * max(missing, 0)
     report.total_s = time.perf_counter() - t0
     return report
+
+
+def _worker_argv(device: str, config: dict) -> list[str]:
+    """The worker process that prints the bench's event lines: this module's own worker (local,
+    rpc://), or edgegen.remote, which runs edgegen-run over ssh or adb and relays its lines."""
+    from edgegen.remote import is_remote
+
+    module = "edgegen.remote" if is_remote(device) else "edgegen.bench"
+    return [sys.executable, "-m", module, json.dumps(config)]
 
 
 def _limit_message(device: str, proc, limit: float | None, expected: float, total_s: float, total: bool) -> str:
@@ -136,7 +168,7 @@ def _record(report: BenchReport, event: dict) -> None:
     if kind == "cold_start":
         report.cold_start_s, report.threads = event["seconds"], event.get("threads")
     elif kind == "run":
-        comp = report.components[event["component"]]
+        comp = report.components.setdefault(event["component"], {"ms": [], "errors": []})
         if "error" in event:
             comp["errors"].append(event["error"])
         else:
@@ -147,6 +179,8 @@ def _record(report: BenchReport, event: dict) -> None:
         report.peak_rss_bytes, report.memory_note = event.get("rss_bytes"), event.get("note", "")
     elif kind == "error":
         report.errors.append(event["error"])
+    elif kind == "remote":
+        report.remote = {k: v for k, v in event.items() if k != "event"}
 
 
 # ---- the worker: runs in its own process, one JSON line per result ----

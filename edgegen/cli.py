@@ -368,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scheduler", choices=["ddim", "euler"], help="override the artifact's scheduler")
         p.add_argument("--json", action="store_true")
 
+    def runtime(p):
+        p.add_argument("--runtime", choices=("python", "native"),
+                       help="native: run OpenCL components on edgegen's C runtime (make native) instead of pyopencl")
+
     def threads(p):
         p.add_argument("--threads", type=int, help="CPU threads for the artifact's calls (default: every core this "
                                                    "process may use, from its CPU affinity and cgroup quota)")
@@ -380,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="image.png")
     sampling(r)
     threads(r)
+    runtime(r)
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("inspect", help="show what an artifact holds")
@@ -400,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check every kernel's output for NaN/Inf and float16 overflow (TVM artifacts)")
     sampling(v)
     threads(v)
+    runtime(v)
     v.set_defaults(func=cmd_validate, steps=10, prompt="a photo of an astronaut riding a horse")
 
     d = sub.add_parser("demo", help="build the digits generator for the CPU and draw a 10x10 grid of samples")
@@ -415,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "work takes here; 120 on a remote device)")
     be.add_argument("--total-timeout", type=float, default=1800.0, help="seconds the whole bench may take")
     threads(be)
+    runtime(be)
     be.add_argument("--out", help="write the report as JSON here")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)
@@ -463,8 +470,18 @@ def main(argv=None) -> int:
         from edgegen.core.quiet import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
+    runtime = getattr(args, "runtime", None)
+    before = os.environ.get("EDGEGEN_RUNTIME")
+    if runtime:     # read by runtimes.load_component, here and in the bench worker process
+        os.environ["EDGEGEN_RUNTIME"] = runtime
     try:
         return args.func(args)
     except (EdgegenError, ValueError) as exc:
         print(line("error", command=args.command, message=exc), file=sys.stderr)
         return 2
+    finally:
+        if runtime:
+            if before is None:
+                os.environ.pop("EDGEGEN_RUNTIME", None)
+            else:
+                os.environ["EDGEGEN_RUNTIME"] = before

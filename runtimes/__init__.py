@@ -8,6 +8,7 @@ and `close()`. The id is the one the manifest names.
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 from edgegen.core.artifact import Artifact
@@ -15,6 +16,9 @@ from edgegen.core.errors import BackendUnavailableError
 
 BACKENDS = ("tvm_vm", "onnxruntime", "coreml", "opencl", "webgpu", "metal")
 CPU_BACKENDS = ("tvm_vm", "onnxruntime")   # their load() takes threads=
+# EDGEGEN_RUNTIME=native: OpenCL components run on edgegen's C runtime (runtimes/native.py) instead of pyopencl
+RUNTIME_ENV = "EDGEGEN_RUNTIME"
+RUNTIMES = ("python", "native")
 
 
 def get_backend(backend_id: str):
@@ -35,6 +39,14 @@ def load_component(artifact: Artifact, name: str, threads: int | None = None):
     """A session for one component, run by the backend its manifest entry names. `threads`: CPU
     threads for the backends that run on this CPU (default: every core this process may use)."""
     comp = artifact.component(name)
+    runtime = os.environ.get(RUNTIME_ENV) or "python"
+    if runtime not in RUNTIMES:
+        raise BackendUnavailableError(f"{RUNTIME_ENV}={runtime!r} is not one of {list(RUNTIMES)}")
+    if runtime == "native" and comp.backend == "opencl":
+        native = importlib.import_module(f"{__name__}.native")
+        if not native.is_available():
+            raise BackendUnavailableError(f"the native runtime is not available: {native.INSTALL_HINT}")
+        return native.load(artifact, comp)
     backend = get_backend(comp.backend)
     if comp.backend in CPU_BACKENDS:
         return backend.load(artifact, comp, threads=threads)

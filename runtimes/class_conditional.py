@@ -11,6 +11,7 @@ from edgegen.core.artifact import Artifact
 from edgegen.core.errors import InputError
 
 from .image import to_pil, to_uint8
+from .noise import normal
 from .schedulers import make_scheduler, read_scheduler_config
 from .stable_diffusion import PipelineOutput, step_reporter
 
@@ -81,7 +82,7 @@ class ClassConditionalPipeline:
         guidance = self.sampling.get("guidance_scale", 4.0) if guidance_scale is None else guidance_scale
         shape = (len(ids), *self.sample_shape[1:])
         if noise is None:
-            noise = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+            noise = normal(seed, shape)
         elif tuple(noise.shape) != shape:
             raise InputError(f"noise must have shape {list(shape)} for {len(ids)} labels, got {list(noise.shape)}")
         t0 = time.perf_counter()

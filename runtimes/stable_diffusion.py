@@ -12,6 +12,7 @@ from edgegen.core.artifact import Artifact
 from edgegen.core.errors import InputError
 
 from .image import to_pil, to_uint8
+from .noise import normal
 from .schedulers import make_scheduler, read_scheduler_config
 from .tokenizer import CLIPTokenizer
 
@@ -83,7 +84,7 @@ class StableDiffusionPipeline:
         if not isinstance(prompt, str):
             raise InputError("prompt must be one string: this artifact is built for one image per call.")
         if latents is None:
-            latents = np.random.default_rng(seed).standard_normal(self.latent_shape, dtype=np.float32)
+            latents = normal(seed, self.latent_shape)
         elif tuple(latents.shape) != self.latent_shape:
             raise InputError(f"latents must have shape {list(self.latent_shape)}, got {list(latents.shape)}; "
                              f"the artifact was built for {self.height}x{self.width}.")

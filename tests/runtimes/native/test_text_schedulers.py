@@ -1,0 +1,121 @@
+"""The C schedulers (runtimes/native/src/schedulers.c) against runtimes/schedulers.py on a grid of configs."""
+
+import itertools
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgegen.core.errors import ModelError
+from edgegen.runtimes.schedulers import make_scheduler
+
+NATIVE = Path(__file__).resolve().parents[3] / "runtimes" / "native"
+N = 67  # values per tensor
+
+
+@pytest.fixture(scope="module")
+def program():
+    """The test program; EDGEGEN_NATIVE_TESTS=DIR takes it from DIR (e.g. runtimes/native/build-asan/tests)."""
+    if os.environ.get("EDGEGEN_NATIVE_TESTS"):
+        return Path(os.environ["EDGEGEN_NATIVE_TESTS"]).resolve() / "test_text_schedulers"
+    subprocess.run(["make", "-s", "-C", str(NATIVE), "build/tests/test_text_schedulers"], check=True, timeout=600)
+    return NATIVE / "build" / "tests" / "test_text_schedulers"
+
+
+def run_c(program, tmp_path, config, override, steps, pairs):
+    cfg, inp, out = tmp_path / "config.json", tmp_path / "in.bin", tmp_path / "out.bin"
+    cfg.write_text(json.dumps(config))
+    pairs.astype(np.float32).tofile(inp)
+    proc = subprocess.run([str(program), str(cfg), override or "-", str(steps), str(N), str(inp), str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode in (0, 1), proc.stderr
+    if proc.returncode:
+        return proc.stderr.strip()
+    data = np.fromfile(out, dtype=np.float32)
+    count = int(data[0])
+    timesteps, sigmas = data[2:2 + count], data[2 + count:3 + 2 * count]
+    steps_out = data[3 + 2 * count:].reshape(-1, 2, N)
+    return count, float(data[1]), timesteps, sigmas, steps_out
+
+
+SCHEDULES = [
+    {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+    {"beta_schedule": "linear"},
+    {"beta_schedule": "squaredcos_cap_v2"},
+]
+VARIANTS = [
+    {"_class_name": "DDIMScheduler", "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1},
+    {"_class_name": "DDIMScheduler", "timestep_spacing": "trailing", "prediction_type": "v_prediction"},
+    {"_class_name": "DDIMScheduler", "timestep_spacing": "linspace", "prediction_type": "sample",
+     "clip_sample_range": 0.5},
+    {"_class_name": "DDIMScheduler", "timestep_spacing": "leading", "num_train_timesteps": 500},
+    {"_class_name": "EulerDiscreteScheduler", "steps_offset": 1, "timestep_spacing": "leading"},
+    {"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "linspace"},
+    {"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "trailing", "prediction_type": "v_prediction"},
+    {"_class_name": "EulerDiscreteScheduler", "prediction_type": "sample", "use_karras_sigmas": False},
+]
+GRID = [(dict(s, **v), steps) for (s, v), steps in zip(itertools.product(SCHEDULES, VARIANTS), itertools.cycle([1, 3, 7, 25, 50]))]
+
+
+@pytest.mark.parametrize("config,steps", GRID)
+@pytest.mark.parametrize("override", [None, "ddim", "euler"])
+def test_matches_numpy(program, tmp_path, config, steps, override):
+    ref = make_scheduler(config, override)
+    ref.set_timesteps(steps)
+    count = len(ref.timesteps)
+    rng = np.random.default_rng(steps)
+    pairs = rng.standard_normal((count, 2, N), dtype=np.float32)
+    pairs[:, 0] *= np.float32(ref.init_noise_sigma)
+    got = run_c(program, tmp_path, config, override, steps, pairs)
+    assert not isinstance(got, str), got
+    c_count, init_sigma, timesteps, sigmas, outs = got
+    assert c_count == count
+    np.testing.assert_allclose(timesteps, np.asarray(ref.timesteps, np.float32), rtol=0, atol=1e-5)
+    assert init_sigma == pytest.approx(float(ref.init_noise_sigma), rel=1e-6)
+    if hasattr(ref, "sigmas"):
+        np.testing.assert_allclose(sigmas, ref.sigmas, rtol=1e-6, atol=1e-6)
+    for i in range(count):
+        sample, model = pairs[i]
+        scale = np.asarray(ref.scale_model_input(sample, i))
+        np.testing.assert_allclose(outs[i, 0], scale, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(outs[i, 1], ref.step(model, i, sample), rtol=1e-5, atol=1e-5)
+
+
+BAD = [
+    ({"_class_name": "PNDMScheduler"}, None, 10),
+    ({}, None, 10),
+    ({"_class_name": "DDIMScheduler"}, "dpm", 10),
+    ({"_class_name": "DDIMScheduler", "beta_schedule": "sigmoid"}, None, 10),
+    ({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": True}, None, 10),
+    ({"_class_name": "DDIMScheduler", "thresholding": True}, None, 10),
+    ({"_class_name": "DDIMScheduler", "trained_betas": [0.1, 0.2]}, None, 10),
+    ({"_class_name": "EulerDiscreteScheduler", "interpolation_type": "log_linear"}, None, 10),
+    ({"_class_name": "EulerDiscreteScheduler", "final_sigmas_type": "sigma_min"}, None, 10),
+    ({"_class_name": "DDIMScheduler", "prediction_type": "flow"}, None, 10),
+    ({"_class_name": "DDIMScheduler", "timestep_spacing": "karras"}, None, 10),
+    ({"_class_name": "DDIMScheduler"}, None, 0),
+    ({"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 100}, None, 101),
+]
+
+
+@pytest.mark.parametrize("config,override,steps", BAD)
+def test_same_errors(program, tmp_path, config, override, steps):
+    with pytest.raises((ModelError, ValueError)) as info:
+        ref = make_scheduler(config, override)
+        ref.set_timesteps(steps)
+    got = run_c(program, tmp_path, config, override, steps, np.zeros((0, 2, N), np.float32))
+    assert got == str(info.value)
+
+
+@pytest.mark.parametrize("text", ["", "{", "[1, 2]", '{"_class_name": "DDIMScheduler", "beta_start": "x"}',
+                                  '{"_class_name": "DDIMScheduler", "num_train_timesteps": 1e12}', "\x00\xff"])
+def test_bad_configs_give_an_error(program, tmp_path, text):
+    cfg, out = tmp_path / "config.json", tmp_path / "out.bin"
+    cfg.write_bytes(text.encode("latin-1"))
+    (tmp_path / "in.bin").write_bytes(b"")
+    proc = subprocess.run([str(program), str(cfg), "-", "10", "4", str(tmp_path / "in.bin"), str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.startswith("scheduler config: "), proc
