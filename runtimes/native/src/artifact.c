@@ -219,6 +219,7 @@ static eg_status read_component(eg_artifact *a, const char *name, const eg_json 
         char **slot = strcmp(files->keys[i], "plan") == 0      ? &out->plan_path
                       : strcmp(files->keys[i], "kernels") == 0 ? &out->kernels_path
                       : strcmp(files->keys[i], "weights") == 0 ? &out->weights_path
+                      : strcmp(files->keys[i], "kernels_fp32_arithmetic") == 0 ? &out->fallback_kernels_path
                                                                : NULL;
         if (slot && !*slot && !(*slot = eg_path_join(a->root, rel->string)))
             return eg_fail(err, errlen, EG_ERR_MEMORY, "out of memory");
@@ -332,6 +333,7 @@ void eg_artifact_close(eg_artifact *a) {
     for (size_t i = 0; i < a->n_components; i++) {
         eg_component *c = &a->components[i];
         free(c->name); free(c->backend); free(c->plan_path); free(c->kernels_path); free(c->weights_path);
+        free(c->fallback_kernels_path);
         free_specs(c->inputs, c->n_inputs);
         free_specs(c->outputs, c->n_outputs);
         eg_plan_free(c->plan);

@@ -60,6 +60,12 @@ typedef struct {
     size_t n_launches;
     eg_program *programs;
     size_t n_programs;
+    /* "arithmetic": "fp16" plans: kernels that compute in float16 (they need cl_khr_fp16), and the same
+       programs computing in float32 from the component's kernels_fp32_arithmetic file (NULL if absent) */
+    int fp16_arithmetic;
+    eg_program *fallback_programs;
+    char *fallback_text;
+    size_t fallback_len;
     int *input_tensor, *output_tensor;   /* per component spec, the plan tensor */
     char *kernels_text;
     size_t kernels_len;
@@ -70,6 +76,7 @@ typedef struct {
     char *name;
     char *backend;
     char *plan_path, *kernels_path, *weights_path;  /* full paths; NULL when absent */
+    char *fallback_kernels_path;                    /* files/kernels_fp32_arithmetic, NULL when absent */
     eg_spec *inputs, *outputs;
     size_t n_inputs, n_outputs;
     eg_plan *plan;     /* NULL for components without a launch plan */

@@ -292,9 +292,10 @@ static int valid_utf8(const unsigned char *s, size_t n) {
 }
 
 /* Each `// edgegen-program: <name>` line starts a program's source, as split_programs does. */
-static eg_status split_programs(ctx *c, eg_plan *p, const char *path) {
-    const char *text = p->kernels_text, *end = text + p->kernels_len;
-    if (!valid_utf8((const unsigned char *)text, p->kernels_len))
+static eg_status split_programs(ctx *c, const char *text, size_t len, eg_program *programs, size_t n_programs,
+                                const char *path) {
+    const char *end = text + len;
+    if (!valid_utf8((const unsigned char *)text, len))
         return BAD("%s: kernel source is not UTF-8 text; rebuild the artifact.", path);
     size_t marks = strlen(PROGRAM_MARK);
     for (const char *line = text; line < end;) {
@@ -304,8 +305,8 @@ static eg_status split_programs(ctx *c, eg_plan *p, const char *path) {
             const char *a = line + marks, *b = nl ? nl : end;
             while (a < b && (*a == ' ' || *a == '\t' || *a == '\r')) a++;
             while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '\r')) b--;
-            for (size_t i = 0; i < p->n_programs; i++) {
-                eg_program *pr = &p->programs[i];
+            for (size_t i = 0; i < n_programs; i++) {
+                eg_program *pr = &programs[i];
                 if (strlen(pr->name) == (size_t)(b - a) && memcmp(pr->name, a, (size_t)(b - a)) == 0) {
                     pr->source = next; /* a later section of the same name wins, as in the dict */
                     const char *q = next;
@@ -320,10 +321,28 @@ static eg_status split_programs(ctx *c, eg_plan *p, const char *path) {
         }
         line = next;
     }
-    for (size_t i = 0; i < p->n_programs; i++)
-        if (!p->programs[i].source)
-            return BAD("%s: kernel source lacks program %s; rebuild the artifact.", path, p->programs[i].name);
+    for (size_t i = 0; i < n_programs; i++)
+        if (!programs[i].source)
+            return BAD("%s: kernel source lacks program %s; rebuild the artifact.", path, programs[i].name);
     return EG_OK;
+}
+
+/* "arithmetic": "fp16": the plan's kernels compute in float16; its float32-arithmetic twins, when the
+   component ships them, run on a device without cl_khr_fp16. */
+static eg_status read_fallback(ctx *c, eg_plan *p, const eg_component *comp) {
+    const eg_json *arith = eg_json_get(p->doc, "arithmetic");
+    if (!arith) return EG_OK;
+    if (arith->type != EG_JSON_STRING || (strcmp(arith->string, "fp16") && strcmp(arith->string, "fp32")))
+        return BAD("%s: arithmetic is not \"fp16\" or \"fp32\"; rebuild the artifact.", c->where);
+    p->fp16_arithmetic = strcmp(arith->string, "fp16") == 0;
+    if (!p->fp16_arithmetic || !comp->fallback_kernels_path) return EG_OK;
+    p->fallback_programs = calloc(p->n_programs, sizeof *p->fallback_programs);
+    if (!p->fallback_programs) return eg_fail(c->err, c->errlen, EG_ERR_MEMORY, "out of memory");
+    for (size_t i = 0; i < p->n_programs; i++) p->fallback_programs[i].name = p->programs[i].name;
+    eg_status st = eg_file_read(comp->fallback_kernels_path, MAX_KERNELS_BYTES, &p->fallback_text, &p->fallback_len,
+                                c->err, c->errlen);
+    return st ? st : split_programs(c, p->fallback_text, p->fallback_len, p->fallback_programs, p->n_programs,
+                                    comp->fallback_kernels_path);
 }
 
 static int same_kind(eg_dtype a, eg_dtype b) {
@@ -409,7 +428,8 @@ eg_status eg_plan_load(eg_component *comp, eg_plan **out, char *err, size_t errl
         (st = match_specs(c, p, comp, "outputs", comp->outputs, comp->n_outputs, p->output_tensor)))
         goto fail;
     if ((st = eg_file_read(comp->kernels_path, MAX_KERNELS_BYTES, &p->kernels_text, &p->kernels_len, err, errlen)) ||
-        (st = split_programs(c, p, comp->kernels_path)))
+        (st = split_programs(c, p->kernels_text, p->kernels_len, p->programs, p->n_programs, comp->kernels_path)) ||
+        (st = read_fallback(c, p, comp)))
         goto fail;
     if ((st = eg_file_map(comp->weights_path, MAX_WEIGHTS_BYTES, &p->weights, err, errlen)) ||
         (st = eg_safetensors_bind(comp->weights_path, &p->weights, p, err, errlen)))
@@ -436,6 +456,8 @@ void eg_plan_free(eg_plan *p) {
     free(p->input_tensor);
     free(p->output_tensor);
     free(p->kernels_text);
+    free(p->fallback_programs);
+    free(p->fallback_text);
     eg_file_unmap(&p->weights);
     eg_json_free(p->doc);
     free(p);

@@ -43,6 +43,20 @@ static eg_status bind_scalar(eg_session *s, cl_kernel k, cl_uint index, eg_dtype
 
 static uint64_t arena_size(const eg_plan *p) { return p->arena_bytes > ARENA_ALIGNMENT ? p->arena_bytes : ARENA_ALIGNMENT; }
 
+/* whether the device's extension list names cl_khr_fp16 */
+static int has_fp16(const eg_session *s) {
+    size_t n = 0;
+    if (s->cl.GetDeviceInfo(s->dev, CL_DEVICE_EXTENSIONS, 0, NULL, &n) != CL_SUCCESS || n == 0 || n > (1 << 20))
+        return 0;
+    char *list = calloc(n + 1, 1);
+    int found = 0;
+    if (list && s->cl.GetDeviceInfo(s->dev, CL_DEVICE_EXTENSIONS, n, list, NULL) == CL_SUCCESS)
+        for (const char *q = list; !found && (q = strstr(q, "cl_khr_fp16")) != NULL; q += 11)
+            found = (q == list || q[-1] == ' ') && (q[11] == ' ' || q[11] == '\0');
+    free(list);
+    return found;
+}
+
 static eg_status setup(eg_session *s, const char *cache_dir, void *host, size_t host_bytes, char *err, size_t errlen) {
     const eg_plan *p = s->plan;
     cl_int rc = 0;
@@ -97,15 +111,27 @@ static eg_status setup(eg_session *s, const char *cache_dir, void *host, size_t 
             }
         }
     }
+    const eg_program *programs = p->programs;
+    const char *kernels_path = s->comp->kernels_path;
+    if (p->fp16_arithmetic && !has_fp16(s)) {
+        if (!p->fallback_programs)
+            return eg_fail(err, errlen, EG_ERR_UNAVAILABLE, "component %s: its kernels compute in float16, and %s has "
+                           "no cl_khr_fp16; rebuild it with --precision fp32, or run it on a device that computes in "
+                           "float16.", s->comp->name, s->device_name);
+        programs = p->fallback_programs;
+        kernels_path = s->comp->fallback_kernels_path;
+        size_t used = strlen(s->device_name);
+        snprintf(s->device_name + used, sizeof s->device_name - used, ", float32-arithmetic kernels (no cl_khr_fp16)");
+    }
     for (size_t i = 0; i < p->n_programs; i++) {
         int cached = 0;
-        eg_status st = eg_program_build(&s->cl, s->ctx, s->dev, cache_dir, p->programs[i].source,
-                                        p->programs[i].source_len, "", &s->programs[i], &cached, err, errlen);
+        eg_status st = eg_program_build(&s->cl, s->ctx, s->dev, cache_dir, programs[i].source,
+                                        programs[i].source_len, "", &s->programs[i], &cached, err, errlen);
         if (st) {
             char inner[700];
             snprintf(inner, sizeof inner, "%s", err ? err : "");
-            return eg_fail(err, errlen, st, "component %s: program %s of %s: %s", s->comp->name, p->programs[i].name,
-                           s->comp->kernels_path, inner);
+            return eg_fail(err, errlen, st, "component %s: program %s of %s: %s", s->comp->name, programs[i].name,
+                           kernels_path, inner);
         }
         s->cached_programs += cached;
     }

@@ -144,8 +144,8 @@ def test_fuzz_under_asan(native_build, digits_mali_small, tmp_path):
 def test_corrupt_artifacts_on_the_device_end_in_errors(native_build, digits_mali_small, cache_dir, tmp_path, edit):
     art = tmp_path / "art"
     shutil.copytree(digits_mali_small, art)
-    if edit == "kernel syntax":
-        rel = "transformer/kernels.cl"
+    if edit == "kernel syntax":   # in the kernels PoCL runs: the float32-arithmetic ones (it lacks cl_khr_fp16)
+        rel = "transformer/kernels_fp32_arithmetic.cl"
         text = (art / rel).read_text()
         (art / rel).write_text(text.replace("{", "{ this is not C;", 1))
         expect = "building the program failed"
@@ -193,6 +193,9 @@ def test_python_native_backend_matches_pyopencl(native_build, digits_mali_small,
     try:
         ref = ref_session.run(**feeds)["noise_pred"]
         got = nat_session.run(**feeds)["noise_pred"]
+        # mali computes in float16; PoCL lacks cl_khr_fp16, so both ran the plan's float32-arithmetic twins
+        assert "float32-arithmetic kernels" in ref_session.device_name
+        assert "float32-arithmetic kernels" in nat_session.device_name
         assert got.dtype == np.float32 and got.shape == ref.shape
         np.testing.assert_array_equal(got, ref)
         # the C library checks input ranges itself, not only the Python specs in front of it
