@@ -225,7 +225,8 @@ def cmd_bench(args) -> int:
 
     check_trusted(args)
     report = bench(args.artifact, device=args.device, runs=args.runs, warmup=args.warmup, steps=args.steps,
-                   run_timeout_s=args.run_timeout, total_timeout_s=args.total_timeout, threads=args.threads)
+                   run_timeout_s=args.run_timeout, total_timeout_s=args.total_timeout, threads=args.threads,
+                   native_binary=args.native_binary)
     data = report.to_json()
     if args.out:
         with open(args.out, "w") as f:
@@ -233,7 +234,12 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(data, indent=1))
     else:
-        print(f"device {report.device}, {report.threads or 'n/a'} threads: cold start "
+        if report.remote:
+            r = report.remote
+            print(f"device {report.device}: {r.get('arch')}, {r.get('remote_binary')}; "
+                  + ("artifact already there" if r.get("artifact_cached") else "artifact copied")
+                  + f", {r.get('copied_bytes', 0) / 1e6:.1f} MB copied in {r.get('copy_s', 0):.1f} s")
+        print(f"device {report.device}" + (f", {report.threads} threads" if report.threads else "") + ": cold start "
               f"{_fmt(report.cold_start_s, 's')}, {report.steps} steps {_fmt(report.image_s, 's')} per image, peak RSS "
               + (f"{report.peak_rss_bytes / 1e6:.0f} MB" if report.peak_rss_bytes else f"n/a ({report.memory_note})"))
         print(f"  {'component':14s} {'median ms':>10s} {'min':>9s} {'max':>9s} {'IQR':>8s}  runs ok / errors")
@@ -409,10 +415,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate, steps=10, prompt="a photo of an astronaut riding a horse")
 
     d = sub.add_parser("demo", help="build the digits generator for the CPU and draw a 10x10 grid of samples")
-    be = sub.add_parser("bench", help="latency and memory, here or on a device through TVM's RPC tracker")
+    be = sub.add_parser("bench", help="latency and memory, here or on a device (TVM's RPC tracker, ssh or adb)")
     be.add_argument("artifact")
     add_trusted_key(be)
-    be.add_argument("--device", default="local", help="local, or rpc://TRACKER_HOST:PORT/KEY")
+    be.add_argument("--device", default="local",
+                    help="local, rpc://TRACKER_HOST:PORT/KEY, ssh://[user@]host[:port] or adb://SERIAL (ssh and adb "
+                         "run the native edgegen-run there: make native, or make native-aarch64)")
+    be.add_argument("--native-binary", help="ssh/adb: the edgegen-run to copy to the device (e.g. one built with "
+                                            "the Android NDK) instead of the one built for its architecture")
     be.add_argument("--runs", type=int, default=10)
     be.add_argument("--warmup", type=int, default=2)
     be.add_argument("--steps", type=int, default=20, help="denoising steps for the end-to-end time")
