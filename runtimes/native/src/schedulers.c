@@ -1,13 +1,13 @@
 #include "schedulers.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
+#include "util.h"
 
 enum { KIND_DDIM, KIND_EULER };
 enum { PRED_EPSILON, PRED_SAMPLE, PRED_V };
@@ -32,16 +32,6 @@ struct eg_scheduler {
     float *timesteps;       /* [count] */
     float *sigmas;          /* Euler: [count + 1] */
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Python's repr of a JSON value (close enough for messages; integral floats print as integers). */
 static void repr(const eg_json *v, char *buf, size_t len)
@@ -84,7 +74,7 @@ static int number_opt(const eg_json *cfg, const char *key, double def, double *o
     else if (v->type == EG_JSON_BOOL)
         *out = v->boolean;
     else {
-        set_err(err, errlen, "scheduler config: %s must be a number", key);
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler config: %s must be a number", key);
         return -1;
     }
     return 0;
@@ -145,7 +135,7 @@ static int check_options(const char *kind, const eg_json *cfg, char *err, size_t
             char r[64];
             repr(v, r, sizeof r);
             const char *q = opts[i].type == EG_JSON_STRING ? "'" : "";
-            set_err(err, errlen,
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
                     "%s scheduler option %s=%s is not implemented by edgegen's runtime (it supports %s=%s%s%s); "
                     "change it in scheduler_config.json or pick another scheduler.",
                     kind, opts[i].key, r, opts[i].key, q, opts[i].def, q);
@@ -156,7 +146,8 @@ static int check_options(const char *kind, const eg_json *cfg, char *err, size_t
     const char *prediction = string_opt(cfg, "prediction_type", "epsilon", r, sizeof r);
     if (!prediction || (strcmp(prediction, "epsilon") && strcmp(prediction, "v_prediction") &&
                         strcmp(prediction, "sample"))) {
-        set_err(err, errlen, "prediction_type %s is not supported; use epsilon, v_prediction or sample.", r);
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                      "prediction_type %s is not supported; use epsilon, v_prediction or sample.", r);
         return -1;
     }
     return 0;
@@ -203,7 +194,7 @@ static int make_betas(const eg_json *cfg, int n, float *betas, char *err, size_t
             betas[i] = (float)(v < 0.999 ? v : 0.999);
         }
     } else {
-        set_err(err, errlen,
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
                 "scheduler beta_schedule %s is not supported; use linear, scaled_linear or squaredcos_cap_v2.", r);
         return -1;
     }
@@ -221,11 +212,13 @@ static int open_from(const eg_json *cfg, int kind, eg_scheduler **out, char *err
         return -1;
     n_train = trunc(n_train);
     if (!(n_train >= 1 && n_train <= MAX_TRAIN_TIMESTEPS)) {
-        set_err(err, errlen, "scheduler config: num_train_timesteps must be in 1..%d", MAX_TRAIN_TIMESTEPS);
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                      "scheduler config: num_train_timesteps must be in 1..%d", MAX_TRAIN_TIMESTEPS);
         return -1;
     }
     if (!(fabs(offset) <= MAX_TRAIN_TIMESTEPS)) {
-        set_err(err, errlen, "scheduler config: steps_offset must be in -%d..%d", MAX_TRAIN_TIMESTEPS,
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                      "scheduler config: steps_offset must be in -%d..%d", MAX_TRAIN_TIMESTEPS,
                 MAX_TRAIN_TIMESTEPS);
         return -1;
     }
@@ -276,7 +269,7 @@ static int open_from(const eg_json *cfg, int kind, eg_scheduler **out, char *err
     *out = s;
     return 0;
 oom:
-    set_err(err, errlen, "scheduler: out of memory");
+    (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler: out of memory");
 fail:
     free(betas);
     eg_scheduler_free(s);
@@ -287,7 +280,7 @@ int eg_scheduler_open(const char *config_json, size_t len, const char *override,
                       size_t errlen)
 {
     if (!out || !config_json) {
-        set_err(err, errlen, "eg_scheduler_open: NULL argument");
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "eg_scheduler_open: NULL argument");
         return -1;
     }
     *out = NULL;
@@ -298,19 +291,20 @@ int eg_scheduler_open(const char *config_json, size_t len, const char *override,
         else if (!strcmp(override, "euler"))
             kind = KIND_EULER;
         else {
-            set_err(err, errlen, "unknown scheduler '%.40s'; choose one of ['ddim', 'euler']", override);
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                          "unknown scheduler '%.40s'; choose one of ['ddim', 'euler']", override);
             return -1;
         }
     }
     eg_json *cfg = NULL;
     char jerr[200];
     if (eg_json_parse(config_json, len, &cfg, jerr, sizeof jerr)) {
-        set_err(err, errlen, "scheduler config: %s", jerr);
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler config: %s", jerr);
         return -1;
     }
     if (cfg->type != EG_JSON_OBJECT) {
         eg_json_free(cfg);
-        set_err(err, errlen, "scheduler config: not a JSON object");
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler config: not a JSON object");
         return -1;
     }
     if (!override) {
@@ -324,7 +318,7 @@ int eg_scheduler_open(const char *config_json, size_t len, const char *override,
             char r[64] = "None";
             if (cls)
                 repr(cls, r, sizeof r);
-            set_err(err, errlen,
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
                     "scheduler %s is not implemented by edgegen's runtime; it implements ['DDIMScheduler', "
                     "'EulerDiscreteScheduler']. Pass scheduler='ddim' or 'euler' (CLI: --scheduler) to use one of "
                     "them with this config.", r);
@@ -348,7 +342,7 @@ int eg_scheduler_set_timesteps(eg_scheduler *s, int steps, char *err, size_t err
 {
     int n = s->n_train;
     if (steps < 1 || steps > n) {
-        set_err(err, errlen, "num_inference_steps must be in 1..%d, got %d", n, steps);
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "num_inference_steps must be in 1..%d, got %d", n, steps);
         return -1;
     }
     int spacing = s->spacing;
@@ -360,7 +354,8 @@ int eg_scheduler_set_timesteps(eg_scheduler *s, int steps, char *err, size_t err
     if (spacing == SPACING_TRAILING)
         count = arange_len(start, step);
     else if (spacing == SPACING_OTHER) {
-        set_err(err, errlen, "timestep_spacing %s is not supported; use linspace, leading or trailing.",
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                      "timestep_spacing %s is not supported; use linspace, leading or trailing.",
                 s->spacing_name);
         return -1;
     }
@@ -369,7 +364,7 @@ int eg_scheduler_set_timesteps(eg_scheduler *s, int steps, char *err, size_t err
     if (!t || (s->kind == KIND_EULER && !sigmas)) {
         free(t);
         free(sigmas);
-        set_err(err, errlen, "scheduler: out of memory");
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler: out of memory");
         return -1;
     }
     double delta = (start + step) - start;
@@ -390,7 +385,8 @@ int eg_scheduler_set_timesteps(eg_scheduler *s, int steps, char *err, size_t err
         if (integer && (v < 0 || v > n - 1)) {
             free(t);
             free(sigmas);
-            set_err(err, errlen, "timestep %.0f is outside 0..%d (steps_offset %lld); fix scheduler_config.json",
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                          "timestep %.0f is outside 0..%d (steps_offset %lld); fix scheduler_config.json",
                     v, n - 1, s->steps_offset);
             return -1;
         }

@@ -1,11 +1,11 @@
 #include "tokenizer.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
+#include "util.h"
 #include "unicode_tables.h"
 
 #define MAX_FILE_BYTES ((size_t)64 << 20)
@@ -34,16 +34,6 @@ struct eg_tokenizer {
     size_t merges_cap;
     int32_t byte_id[256], byte_end_id[256]; /* the byte's character, alone and with "</w>"; -1 if absent */
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- growable code point arrays ---- */
 
@@ -373,7 +363,7 @@ static char *read_file(const char *path, size_t *len, const char *what, char *er
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, errlen, "%s: cannot open %s", path, what);
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: cannot open %s", path, what);
         return NULL;
     }
     char *buf = NULL;
@@ -381,13 +371,14 @@ static char *read_file(const char *path, size_t *len, const char *what, char *er
     for (;;) {
         if (n == cap) {
             if (cap >= MAX_FILE_BYTES) {
-                set_err(err, errlen, "%s: %s is larger than %zu bytes", path, what, MAX_FILE_BYTES);
+                (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                              "%s: %s is larger than %zu bytes", path, what, MAX_FILE_BYTES);
                 goto fail;
             }
             cap = cap ? cap * 2 : 1 << 16;
             char *bigger = realloc(buf, cap + 1);
             if (!bigger) {
-                set_err(err, errlen, "%s: out of memory reading %s", path, what);
+                (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: out of memory reading %s", path, what);
                 goto fail;
             }
             buf = bigger;
@@ -396,7 +387,7 @@ static char *read_file(const char *path, size_t *len, const char *what, char *er
         n += got;
         if (got == 0) {
             if (ferror(f)) {
-                set_err(err, errlen, "%s: cannot read %s", path, what);
+                (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: cannot read %s", path, what);
                 goto fail;
             }
             break;
@@ -431,11 +422,12 @@ static int load_vocab(eg_tokenizer *t, const char *path, char *err, size_t errle
     int rc = -1;
     int32_t *seen = NULL;
     if (eg_json_parse(text, len, &root, jerr, sizeof jerr)) {
-        set_err(err, errlen, "%s: not valid JSON (%s); rebuild the artifact.", path, jerr);
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: not valid JSON (%s); rebuild the artifact.", path, jerr);
         goto done;
     }
     if (root->type != EG_JSON_OBJECT || root->count == 0 || root->count > (size_t)INT32_MAX / 2) {
-        set_err(err, errlen, "%s: not a vocabulary (an object of token -> non-negative integer id); "
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                      "%s: not a vocabulary (an object of token -> non-negative integer id); "
                 "rebuild the artifact.", path);
         goto done;
     }
@@ -444,7 +436,8 @@ static int load_vocab(eg_tokenizer *t, const char *path, char *err, size_t errle
         const eg_json *v = &root->items[i];
         if (v->type != EG_JSON_NUMBER || !(v->number >= 0 && v->number <= INT32_MAX) ||
             v->number != (double)(int32_t)v->number) {
-            set_err(err, errlen, "%s: not a vocabulary (an object of token -> non-negative integer id); "
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                          "%s: not a vocabulary (an object of token -> non-negative integer id); "
                     "rebuild the artifact.", path);
             goto done;
         }
@@ -456,7 +449,7 @@ static int load_vocab(eg_tokenizer *t, const char *path, char *err, size_t errle
     size_t id_cap = pow2_at_least(root->count * 2);
     seen = malloc(id_cap * sizeof *seen);
     if (!t->vocab || !t->keys || !seen) {
-        set_err(err, errlen, "%s: out of memory", path);
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: out of memory", path);
         goto done;
     }
     memset(seen, 0xFF, id_cap * sizeof *seen);
@@ -466,7 +459,8 @@ static int load_vocab(eg_tokenizer *t, const char *path, char *err, size_t errle
         int32_t id = (int32_t)root->items[i].number;
         vocab_slot *slot = vocab_slot_for(t, root->keys[i], n);
         if (slot->key) {
-            set_err(err, errlen, "%s: not valid JSON (token '%.40s' twice); rebuild the artifact.", path,
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                          "%s: not valid JSON (token '%.40s' twice); rebuild the artifact.", path,
                     root->keys[i]);
             goto done;
         }
@@ -474,7 +468,7 @@ static int load_vocab(eg_tokenizer *t, const char *path, char *err, size_t errle
         while (seen[h] >= 0 && seen[h] != id)
             h = (h + 1) & (id_cap - 1);
         if (seen[h] == id) {
-            set_err(err, errlen, "%s: two tokens share one id; rebuild the artifact.", path);
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: two tokens share one id; rebuild the artifact.", path);
             goto done;
         }
         seen[h] = id;
@@ -515,7 +509,7 @@ static int add_merge(eg_tokenizer *t, const char *a, size_t na, const char *b, s
     if (ia >= 0 && ib >= 0) {
         char *joined = malloc(na + nb);
         if (!joined) {
-            set_err(err, errlen, "%s: out of memory", path);
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: out of memory", path);
             return -1;
         }
         memcpy(joined, a, na);
@@ -526,10 +520,12 @@ static int add_merge(eg_tokenizer *t, const char *a, size_t na, const char *b, s
     if (inew < 0) {
         int la = (int)(na > 40 ? 40 : na), lb = (int)(nb > 40 ? 40 : nb);
         if (ia < 0 || ib < 0)
-            set_err(err, errlen, "%s: the tokenizer cannot be built from it (merge %d: token '%.*s' is not in "
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                          "%s: the tokenizer cannot be built from it (merge %d: token '%.*s' is not in "
                     "the vocabulary); rebuild the artifact.", path, rank + 1, ia < 0 ? la : lb, ia < 0 ? a : b);
         else
-            set_err(err, errlen, "%s: the tokenizer cannot be built from it (merge %d: '%.*s%.*s' is not in "
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                          "%s: the tokenizer cannot be built from it (merge %d: '%.*s%.*s' is not in "
                     "the vocabulary); rebuild the artifact.", path, rank + 1, la, a, lb, b);
         return -1;
     }
@@ -554,7 +550,8 @@ static int load_merges(eg_tokenizer *t, const char *path, char *err, size_t errl
         uint32_t c;
         size_t n = utf8_decode(s + i, len - i, &c);
         if (!n) {
-            set_err(err, errlen, "%s: cannot be read as UTF-8 text (invalid byte at %zu); rebuild the artifact.",
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                          "%s: cannot be read as UTF-8 text (invalid byte at %zu); rebuild the artifact.",
                     path, i);
             goto done;
         }
@@ -564,7 +561,7 @@ static int load_merges(eg_tokenizer *t, const char *path, char *err, size_t errl
     t->merges_cap = pow2_at_least(lines * 2);
     t->merges = malloc(t->merges_cap * sizeof *t->merges);
     if (!t->merges) {
-        set_err(err, errlen, "%s: out of memory", path);
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: out of memory", path);
         goto done;
     }
     for (size_t i = 0; i < t->merges_cap; i++)
@@ -606,7 +603,8 @@ static int load_merges(eg_tokenizer *t, const char *path, char *err, size_t errl
         if (count == 0)
             continue;
         if (count != 2) {
-            set_err(err, errlen, "%s: line %zu is not a pair of tokens; rebuild the artifact.", path, number);
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                          "%s: line %zu is not a pair of tokens; rebuild the artifact.", path, number);
             goto done;
         }
         if (add_merge(t, tok[0], tok_len[0], tok[1], tok_len[1], rank, path, err, errlen))
@@ -636,7 +634,8 @@ static int special_id(const eg_tokenizer *t, const char *token, const char *path
 {
     *id = token ? vocab_get(t, token, strlen(token)) : -1;
     if (*id < 0) {
-        set_err(err, errlen, "%s: special token '%.60s' is not in the vocabulary; rebuild the artifact.", path,
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                      "%s: special token '%.60s' is not in the vocabulary; rebuild the artifact.", path,
                 token ? token : "(null)");
         return -1;
     }
@@ -648,17 +647,18 @@ int eg_tokenizer_open(const char *vocab_json_path, const char *merges_txt_path, 
                       size_t errlen)
 {
     if (!out || !vocab_json_path || !merges_txt_path) {
-        set_err(err, errlen, "eg_tokenizer_open: NULL argument");
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "eg_tokenizer_open: NULL argument");
         return -1;
     }
     *out = NULL;
     if (max_length < 2 || max_length > 1 << 20) {
-        set_err(err, errlen, "tokenizer max_length must be in 2..%d, got %d", 1 << 20, max_length);
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
+                      "tokenizer max_length must be in 2..%d, got %d", 1 << 20, max_length);
         return -1;
     }
     eg_tokenizer *t = calloc(1, sizeof *t);
     if (!t) {
-        set_err(err, errlen, "tokenizer: out of memory");
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "tokenizer: out of memory");
         return -1;
     }
     t->max_length = max_length;
@@ -846,11 +846,11 @@ int eg_tokenizer_encode(const eg_tokenizer *tok, const char *utf8, size_t len, i
                         size_t errlen)
 {
     if (!tok || !ids || (!utf8 && len)) {
-        set_err(err, errlen, "eg_tokenizer_encode: NULL argument");
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "eg_tokenizer_encode: NULL argument");
         return -1;
     }
     if (len > MAX_PROMPT_BYTES) {
-        set_err(err, errlen, "prompt is %zu bytes; the limit is %zu", len, MAX_PROMPT_BYTES);
+        (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "prompt is %zu bytes; the limit is %zu", len, MAX_PROMPT_BYTES);
         return -1;
     }
     cpvec in = {0}, a = {0}, b = {0};
@@ -862,7 +862,7 @@ int eg_tokenizer_encode(const eg_tokenizer *tok, const char *utf8, size_t len, i
         uint32_t c;
         size_t n = utf8_decode(s + i, len - i, &c);
         if (!n) {
-            set_err(err, errlen, "prompt is not valid UTF-8 (byte %zu)", i);
+            (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "prompt is not valid UTF-8 (byte %zu)", i);
             goto done;
         }
         if (push(&in, c))
@@ -904,7 +904,7 @@ int eg_tokenizer_encode(const eg_tokenizer *tok, const char *utf8, size_t len, i
     rc = 0;
     goto done;
 oom:
-    set_err(err, errlen, "tokenizer: out of memory");
+    (void)eg_fail(err, errlen, EG_ERR_ARTIFACT, "tokenizer: out of memory");
 done:
     free(in.v);
     free(a.v);

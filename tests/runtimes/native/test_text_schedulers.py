@@ -2,9 +2,7 @@
 
 import itertools
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,17 +10,12 @@ import pytest
 from edgegen.core.errors import ModelError
 from edgegen.runtimes.schedulers import make_scheduler
 
-NATIVE = Path(__file__).resolve().parents[3] / "runtimes" / "native"
 N = 67  # values per tensor
 
 
 @pytest.fixture(scope="module")
-def program():
-    """The test program; EDGEGEN_NATIVE_TESTS=DIR takes it from DIR (e.g. runtimes/native/build-asan/tests)."""
-    if os.environ.get("EDGEGEN_NATIVE_TESTS"):
-        return Path(os.environ["EDGEGEN_NATIVE_TESTS"]).resolve() / "test_text_schedulers"
-    subprocess.run(["make", "-s", "-C", str(NATIVE), "build/tests/test_text_schedulers"], check=True, timeout=600)
-    return NATIVE / "build" / "tests" / "test_text_schedulers"
+def program(native_program):
+    return native_program("test_text_schedulers")
 
 
 def run_c(program, tmp_path, config, override, steps, pairs):

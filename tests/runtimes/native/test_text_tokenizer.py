@@ -1,7 +1,6 @@
 """The C CLIP tokenizer (runtimes/native/src/tokenizer.c) against runtimes/tokenizer.py (the tokenizers library)."""
 
 import json
-import os
 import random
 import struct
 import subprocess
@@ -44,12 +43,8 @@ def _record(text: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def program():
-    """The test program; EDGEGEN_NATIVE_TESTS=DIR takes it from DIR (e.g. runtimes/native/build-asan/tests)."""
-    if os.environ.get("EDGEGEN_NATIVE_TESTS"):
-        return Path(os.environ["EDGEGEN_NATIVE_TESTS"]).resolve() / "test_text_tokenizer"
-    subprocess.run(["make", "-s", "-C", str(NATIVE), "build/tests/test_text_tokenizer"], check=True, timeout=600)
-    return NATIVE / "build" / "tests" / "test_text_tokenizer"
+def program(native_program):
+    return native_program("test_text_tokenizer")
 
 
 def run_c(program, folder, prompts, max_length=77, specials=(BOS, EOS, EOS, EOS)):
