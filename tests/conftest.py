@@ -141,3 +141,21 @@ def tiny_sd_adreno(tiny_sd_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-artifacts") / "tiny-adreno"
     edgegen.build(tiny_sd_dir, out, target="adreno", execute=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def native_program():
+    """name -> a C test program of runtimes/native/tests, built; EDGEGEN_NATIVE_TESTS=DIR takes it from DIR
+    (e.g. runtimes/native/build-asan/tests)."""
+    import os
+    from pathlib import Path
+
+    native = Path(__file__).resolve().parents[1] / "runtimes" / "native"
+
+    def program(name: str) -> Path:
+        if os.environ.get("EDGEGEN_NATIVE_TESTS"):
+            return Path(os.environ["EDGEGEN_NATIVE_TESTS"]).resolve() / name
+        subprocess.run(["make", "-s", "-C", str(native), f"build/tests/{name}"], check=True, timeout=600)
+        return native / "build" / "tests" / name
+
+    return program
