@@ -15,7 +15,10 @@ one per block. This rule, tried after the specialised rules, does three things:
    also runs its columns in blocks sized so that a block of the weight stays in
    the L2 cache while the rows sweep past it, and computes its elementwise
    epilogue (bias, activation, residual) on each register tile while the tile
-   is still in L1, instead of in a second pass over memory; otherwise (row
+   is still in L1, instead of in a second pass over memory; a convolution (a loop
+   over output channels that indexes only the weight) instead takes a tile of 4
+   output channels x 16 columns, its rows in parallel outside the channels, and
+   its epilogue on each tile; otherwise (row
    reductions such as softmax's max/sum) the spatial loops are made parallel;
 4. a block that decodes packed weights (it reads int8/uint8/float16 buffers;
    kernels/dequant.py fuses it into its GEMM or conv) is computed under the
@@ -30,6 +33,7 @@ VECTOR_LANES = (16, 8, 4)
 PACKED_DTYPES = ("int8", "uint8", "float16")
 ROW_TILE = 4
 MIN_PARALLEL = 64
+CHANNEL_TILE = 4
 GEMM_BLOCK_BYTES = 320 * 1024   # a column block of a GEMM's weight (K x block floats) held in L2
 
 
@@ -111,6 +115,43 @@ def _epilogue_at(sch, block, loop, epilogues) -> None:
     epilogues.add(sch.get(epi).name_hint)
 
 
+def _channel_position(sch, block, n_spatial: int) -> int | None:
+    """A convolution's output-channel loop: the one spatial loop (not among the last two) that
+    indexes the weight but not the input (the buffer the last spatial loop indexes)."""
+    stmt = sch.get(block)
+    written = {w.source for w in stmt.writes}
+    reads = [r for r in stmt.reads if not any(r.source.same_as(w) for w in written)]
+    last = stmt.iter_vars[n_spatial - 1].var
+    inputs = [r for r in reads if any(_uses(d.min, last) for d in r.region)]
+    weights = [r for r in reads if not any(_uses(d.min, last) for d in r.region)]
+
+    def indexes(regions, var):
+        return any(_uses(d.min, var) for r in regions for d in r.region)
+
+    found = [k for k in range(n_spatial - 2)
+             if indexes(weights, stmt.iter_vars[k].var) and not indexes(inputs, stmt.iter_vars[k].var)]
+    return found[0] if len(found) == 1 else None
+
+
+def _schedule_conv(sch, block, spatial, reduce, channel, lanes, epilogues):
+    """A convolution's register tile: CHANNEL_TILE output channels x `lanes` output columns, so each
+    vector of input serves CHANNEL_TILE broadcast weights. The output rows (and batch) run in
+    parallel outside the channels, so a band of input rows stays in cache while every channel
+    passes over it; the epilogue runs on each tile."""
+    *rest, last = spatial
+    chan_outer, chan = sch.split(spatial[channel], [None, CHANNEL_TILE])
+    col_outer, col = sch.split(last, [None, lanes])
+    rows = [lp for i, lp in enumerate(rest) if i != channel]
+    sch.reorder(*rows, chan_outer, col_outer, *reduce, chan, col)
+    par = sch.fuse(*rows) if len(rows) > 1 else rows[0]
+    sch.parallel(par)
+    sch.decompose_reduction(block, reduce[0])
+    sch.unroll(chan)
+    sch.unroll(col)
+    _epilogue_at(sch, block, col_outer, epilogues)
+    return par
+
+
 def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None, epilogues=None):
     """Returns the parallel loop. `weight_pos`: the spatial loop that indexes a decoded weight's
     output channels; it becomes the outermost, parallel loop, so that each weight slice is
@@ -126,6 +167,9 @@ def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None, epilogues=N
             par = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
         sch.parallel(par)
         return par
+    channel = _channel_position(sch, block, len(spatial)) if weight_pos is None and len(reduce) > 1 else None
+    if channel is not None and _extent(sch, spatial[channel]) % CHANNEL_TILE == 0:
+        return _schedule_conv(sch, block, spatial, reduce, channel, lanes, epilogues)
     # register tile: ROW_TILE x lanes outputs accumulate while the reduction loops run
     *outer, last = spatial
     tiles = []
