@@ -143,7 +143,7 @@ def _schedule_conv(sch, block, spatial, reduce, channel, lanes, epilogues):
     col_outer, col = sch.split(last, [None, lanes])
     rows = [lp for i, lp in enumerate(rest) if i != channel]
     sch.reorder(*rows, chan_outer, col_outer, *reduce, chan, col)
-    par = sch.fuse(*rows) if len(rows) > 1 else rows[0]
+    par = sch.fuse(*rows, chan_outer)
     sch.parallel(par)
     sch.decompose_reduction(block, reduce[0])
     sch.unroll(chan)
@@ -183,12 +183,12 @@ def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None, epilogues=N
         col_block, col_outer, col = sch.split(last, [None, block_cols // lanes, lanes])
         tiles.append(col)
         sch.reorder(*outer[:-1], col_block, outer[-1], col_outer, *reduce, *tiles)
-        par = sch.fuse(*outer[:-1], col_block, outer[-1])
+        par = sch.fuse(*outer[:-1], col_block, outer[-1], col_outer)   # one tile per iteration: few rows still spread
         sch.parallel(par)
         sch.decompose_reduction(block, reduce[0])
         for tile in tiles:
             sch.unroll(tile)
-        _epilogue_at(sch, block, col_outer, epilogues)
+        _epilogue_at(sch, block, par, epilogues)
         return par
     col_outer, col = sch.split(last, [None, lanes])
     tiles.append(col)
