@@ -95,9 +95,11 @@ def main(argv=None) -> int:
                          "edgegen_vs_onnxruntime": t_ours["median_ms"] / t_ort["median_ms"],
                          "edgegen_vs_torch": t_ours["median_ms"] / t_torch["median_ms"]})
     print(f"threads: {args.threads} (torch, onnxruntime intra-op, TVM pool); median (min) ms")
-    print(f"{'kernel':28s} {'torch':>16s} {'onnxruntime':>16s} {'edgegen':>16s} {'vs ORT':>7s} {'vs torch':>9s} {'PSNR':>6s}")
+    print(f"{'kernel':28s} {'torch':>16s} {'onnxruntime':>16s} {'edgegen':>16s} "
+          f"{'vs ORT':>7s} {'vs torch':>9s} {'PSNR':>6s}")
     for r in rows:
-        cols = " ".join(f"{r[k]['median_ms']:7.1f} ({r[k]['min_ms']:6.1f})" for k in ("torch", "onnxruntime", "edgegen"))
+        cols = " ".join(f"{r[k]['median_ms']:7.1f} ({r[k]['min_ms']:6.1f})"
+                        for k in ("torch", "onnxruntime", "edgegen"))
         print(f"{r['kernel']:28s} {cols} {r['edgegen_vs_onnxruntime']:6.2f}x {r['edgegen_vs_torch']:8.2f}x "
               f"{r['psnr_vs_torch_db']:6.1f}")
     path = write_json("cpu_gemm", {"rows": rows, "note": "ratios are edgegen time / peer time: below 1 is faster"})

@@ -8,18 +8,22 @@ one per block. This rule, tried after the specialised rules, does three things:
    parallel over threads, the inner part vectorized;
 3. reduction blocks (conv, matmul, norm statistics) with loops S..S R..R: when
    the last spatial iterator indexes the innermost dimension of every input it
-   touches (conv's output width, matmul's N), a register tile of 4 x 16 outputs
-   (the last two spatial loops) is moved under the reduction loops and
-   unrolled, so LLVM's SLP pass turns it into vector FMAs (with a target `mcpu`
-   that has them), and the initialisation is hoisted out; a GEMM (one reduction loop)
-   also runs its columns in blocks sized so that a block of the weight stays in
-   the L2 cache while the rows sweep past it, and computes its elementwise
-   epilogue (bias, activation, residual) on each register tile while the tile
-   is still in L1, instead of in a second pass over memory; a convolution (a loop
-   over output channels that indexes only the weight) instead takes a tile of 4
-   output channels x 16 columns, its rows in parallel outside the channels, and
-   its epilogue on each tile; otherwise (row
-   reductions such as softmax's max/sum) the spatial loops are made parallel;
+   touches (conv's output width, matmul's N), a register tile of outputs is
+   moved under the reduction loops and unrolled, so LLVM's SLP pass turns it
+   into broadcast x vector FMAs (with a target `mcpu` that has them), and the
+   initialisation is hoisted out:
+   - a GEMM (one reduction loop): 4 rows x 16 columns; the columns run in blocks
+     sized so that the weight's block (K x block) stays in L2 while the rows
+     sweep past it;
+   - a convolution (a spatial loop over output channels that indexes the weight
+     but not the input): 4 output channels x 16 columns, so each input vector
+     serves 4 weights; output rows outside the channels, so a band of input rows
+     stays in cache while every channel passes over it;
+   - other reductions with such a last loop: 4 x 16 of the last two loops.
+   The GEMM's and the convolution's elementwise epilogue (bias, activation,
+   residual) runs on each tile while it is in L1, not in a second pass over
+   memory. Otherwise (row reductions such as softmax's max/sum) the spatial
+   loops are made parallel;
 4. a block that decodes packed weights (it reads int8/uint8/float16 buffers;
    kernels/dequant.py fuses it into its GEMM or conv) is computed under the
    consumer's parallel loop, which is made to run over the weight's output
