@@ -8,11 +8,22 @@ one per block. This rule, tried after the specialised rules, does three things:
    parallel over threads, the inner part vectorized;
 3. reduction blocks (conv, matmul, norm statistics) with loops S..S R..R: when
    the last spatial iterator indexes the innermost dimension of every input it
-   touches (conv's output width, matmul's N), a register tile of 4 x 16 outputs
-   (the last two spatial loops) is moved under the reduction loops and
-   unrolled, so LLVM's SLP pass turns it into vector FMAs (with a target `mcpu`
-   that has them), and the initialisation is hoisted out; otherwise (row
-   reductions such as softmax's max/sum) the spatial loops are made parallel;
+   touches (conv's output width, matmul's N), a register tile of outputs is
+   moved under the reduction loops and unrolled, so LLVM's SLP pass turns it
+   into broadcast x vector FMAs (with a target `mcpu` that has them), and the
+   initialisation is hoisted out:
+   - a GEMM (one reduction loop): 4 rows x 16 columns; the columns run in blocks
+     sized so that the weight's block (K x block) stays in L2 while the rows
+     sweep past it;
+   - a convolution (a spatial loop over output channels that indexes the weight
+     but not the input): 4 output channels x 16 columns, so each input vector
+     serves 4 weights; output rows outside the channels, so a band of input rows
+     stays in cache while every channel passes over it;
+   - other reductions with such a last loop: 4 x 16 of the last two loops.
+   The GEMM's and the convolution's elementwise epilogue (bias, activation,
+   residual) runs on each tile while it is in L1, not in a second pass over
+   memory. Otherwise (row reductions such as softmax's max/sum) the spatial
+   loops are made parallel;
 4. a block that decodes packed weights (it reads int8/uint8/float16 buffers;
    kernels/dequant.py fuses it into its GEMM or conv) is computed under the
    consumer's parallel loop, which is made to run over the weight's output
@@ -26,6 +37,8 @@ VECTOR_LANES = (16, 8, 4)
 PACKED_DTYPES = ("int8", "uint8", "float16")
 ROW_TILE = 4
 MIN_PARALLEL = 64
+CHANNEL_TILE = 4
+GEMM_BLOCK_BYTES = 320 * 1024   # a column block of a GEMM's weight (K x block floats) held in L2
 
 
 def _extent(sch, loop) -> int | None:
@@ -77,7 +90,73 @@ def _prod(values) -> int:
     return out
 
 
-def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None):
+def _column_block(sch, reduce, cols: int, lanes: int) -> int | None:
+    """A GEMM's column block: the widest multiple of `lanes` dividing `cols` whose weight block
+    (K x block floats) fits GEMM_BLOCK_BYTES; None for a non-GEMM (more than one reduction loop)."""
+    if len(reduce) != 1:
+        return None
+    depth = _extent(sch, reduce[0])
+    if depth is None:
+        return None
+    fits = [b for b in range(lanes, cols + 1, lanes) if cols % b == 0 and depth * b * 4 <= GEMM_BLOCK_BYTES]
+    return max(fits) if fits else lanes
+
+
+def _epilogue_at(sch, block, loop, epilogues) -> None:
+    """Moves the one elementwise consumer of a GEMM's output under `loop` (a register tile's loop),
+    vectorized over the tile's columns; its name goes into `epilogues`."""
+    consumers = sch.get_consumers(block)
+    if len(consumers) != 1 or epilogues is None:
+        return
+    epi = consumers[0]
+    try:
+        sch.reverse_compute_at(epi, loop, preserve_unit_loops=False)
+        inner = sch.get_loops(epi)[-1]
+        if _lanes(_extent(sch, inner)):
+            sch.vectorize(inner)
+    except Exception:  # noqa: BLE001 - not an elementwise consumer of the tile: it stays a pass of its own
+        return
+    epilogues.add(sch.get(epi).name_hint)
+
+
+def _channel_position(sch, block, n_spatial: int) -> int | None:
+    """A convolution's output-channel loop: the one spatial loop (not among the last two) that
+    indexes the weight but not the input (the buffer the last spatial loop indexes)."""
+    stmt = sch.get(block)
+    written = {w.source for w in stmt.writes}
+    reads = [r for r in stmt.reads if not any(r.source.same_as(w) for w in written)]
+    last = stmt.iter_vars[n_spatial - 1].var
+    inputs = [r for r in reads if any(_uses(d.min, last) for d in r.region)]
+    weights = [r for r in reads if not any(_uses(d.min, last) for d in r.region)]
+
+    def indexes(regions, var):
+        return any(_uses(d.min, var) for r in regions for d in r.region)
+
+    found = [k for k in range(n_spatial - 2)
+             if indexes(weights, stmt.iter_vars[k].var) and not indexes(inputs, stmt.iter_vars[k].var)]
+    return found[0] if len(found) == 1 else None
+
+
+def _schedule_conv(sch, block, spatial, reduce, channel, lanes, epilogues):
+    """A convolution's register tile: CHANNEL_TILE output channels x `lanes` output columns, so each
+    vector of input serves CHANNEL_TILE broadcast weights. The output rows (and batch) run in
+    parallel outside the channels, so a band of input rows stays in cache while every channel
+    passes over it; the epilogue runs on each tile."""
+    *rest, last = spatial
+    chan_outer, chan = sch.split(spatial[channel], [None, CHANNEL_TILE])
+    col_outer, col = sch.split(last, [None, lanes])
+    rows = [lp for i, lp in enumerate(rest) if i != channel]
+    sch.reorder(*rows, chan_outer, col_outer, *reduce, chan, col)
+    par = sch.fuse(*rows, chan_outer)
+    sch.parallel(par)
+    sch.decompose_reduction(block, reduce[0])
+    sch.unroll(chan)
+    sch.unroll(col)
+    _epilogue_at(sch, block, col_outer, epilogues)
+    return par
+
+
+def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None, epilogues=None):
     """Returns the parallel loop. `weight_pos`: the spatial loop that indexes a decoded weight's
     output channels; it becomes the outermost, parallel loop, so that each weight slice is
     decoded once, by one thread, under it."""
@@ -92,6 +171,9 @@ def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None):
             par = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
         sch.parallel(par)
         return par
+    channel = _channel_position(sch, block, len(spatial)) if weight_pos is None and len(reduce) > 1 else None
+    if channel is not None and _extent(sch, spatial[channel]) % CHANNEL_TILE == 0:
+        return _schedule_conv(sch, block, spatial, reduce, channel, lanes, epilogues)
     # register tile: ROW_TILE x lanes outputs accumulate while the reduction loops run
     *outer, last = spatial
     tiles = []
@@ -100,6 +182,18 @@ def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None):
         row_outer, row = sch.split(outer[-1], [None, ROW_TILE])
         outer = [*outer[:-1], row_outer]
         tiles.append(row)
+    block_cols = _column_block(sch, reduce, _extent(sch, last), lanes) if weight_pos is None and tiles else None
+    if block_cols:
+        col_block, col_outer, col = sch.split(last, [None, block_cols // lanes, lanes])
+        tiles.append(col)
+        sch.reorder(*outer[:-1], col_block, outer[-1], col_outer, *reduce, *tiles)
+        par = sch.fuse(*outer[:-1], col_block, outer[-1], col_outer)   # one tile per iteration: few rows still spread
+        sch.parallel(par)
+        sch.decompose_reduction(block, reduce[0])
+        for tile in tiles:
+            sch.unroll(tile)
+        _epilogue_at(sch, block, par, epilogues)
+        return par
     col_outer, col = sch.split(last, [None, lanes])
     tiles.append(col)
     if weight_pos is None:
@@ -115,7 +209,7 @@ def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None):
     return par
 
 
-def _schedule_block(sch, info, weight_pos=None):
+def _schedule_block(sch, info, weight_pos=None, epilogues=None):
     """Schedule one block; returns False when it cannot, else True or (reductions) the parallel loop."""
     kinds = info.dom_kind()
     spatial = [it.loop_rv for it in info.iters if it.kind == "S"]
@@ -124,7 +218,7 @@ def _schedule_block(sch, info, weight_pos=None):
         return False  # only the S..S R..R shape
     if not reduce:
         return _schedule_spatial(sch, spatial)
-    return _schedule_reduction(sch, info, spatial, reduce, weight_pos)
+    return _schedule_reduction(sch, info, spatial, reduce, weight_pos, epilogues)
 
 
 def _inline_elementwise(sch, infos) -> None:
@@ -202,17 +296,22 @@ def make_rule():
             decodes = [i for i in infos if i.is_injective() and _reads_packed(sch, i.block_rv)]
             weight_pos = _weight_positions(sch, infos, decodes)
             loops = {}  # reduction block name -> its parallel loop
+            epilogues: set = set()  # blocks a GEMM's schedule computes on its tiles
             for info in [i for i in infos if i not in decodes] + decodes:
+                if info.name in epilogues:
+                    continue
                 trial = sch.copy()
+                trial_epilogues = set(epilogues)
                 try:
                     if info in decodes and _decode_under(trial, info.block_rv, loops):
                         done = True
                     else:
-                        done = _schedule_block(trial, info, weight_pos.get(info.name))
+                        done = _schedule_block(trial, info, weight_pos.get(info.name), trial_epilogues)
                 except Exception:  # noqa: BLE001 - a primitive refused: keep this block unscheduled
                     continue
                 if done:
                     sch = trial
+                    epilogues = trial_epilogues
                     changed = True
                     if done is not True:   # decompose_reduction renamed the block "<name>_update"
                         loops[info.name] = loops[info.name + "_update"] = done

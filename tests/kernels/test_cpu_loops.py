@@ -68,3 +68,57 @@ def test_rule_schedules_and_matches_numpy():
     conv = _conv2d_nchw(*xs[:2], pad=1)
     np.testing.assert_allclose(act.numpy(), conv / (1 + np.exp(-conv)), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(sm.numpy(), _softmax(xs[2].astype(np.float64) @ xs[3]), rtol=1e-4, atol=1e-6)
+
+
+def _gemm_module():
+    """A linear with bias and GELU (one column block of the weight exceeds GEMM_BLOCK_BYTES, so the
+    columns run in blocks) and a batched matmul with a residual add."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 8, 320), "float32"))
+    w = relax.Var("w", relax.TensorType((320, 512), "float32"))
+    bias = relax.Var("bias", relax.TensorType((512,), "float32"))
+    a = relax.Var("a", relax.TensorType((3, 12, 40), "float32"))
+    b = relax.Var("b", relax.TensorType((3, 40, 32), "float32"))
+    r = relax.Var("r", relax.TensorType((3, 12, 32), "float32"))
+    with bb.function("main", [x, w, bias, a, b, r]):
+        with bb.dataflow():
+            lin = bb.emit(relax.op.nn.gelu(relax.op.add(relax.op.matmul(x, w), bias)))
+            bmm = bb.emit(relax.op.add(relax.op.matmul(a, b), r))
+            out = bb.emit_output(relax.Tuple([lin, bmm]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_gemm_runs_column_blocks_with_the_epilogue_on_each_tile():
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.s_tir import dlight
+
+    from edgegen.converters.lower import compile_module
+    from edgegen.kernels.cpu_loops import make_rule
+
+    target = tvm.target.Target({"kind": "llvm"})
+    with target:
+        legal = tvm.transform.Sequential(cpu.legalize_passes(target))(_gemm_module())
+        scheduled = dlight.ApplyDefaultSchedule(make_rule())(legal)
+    prims = [f for f in scheduled.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    gemms = [f.script() for f in prims if "matmul" in f.script()]
+    assert len(gemms) == 2
+    for text in gemms:   # one parallel loop: the epilogue runs on the GEMM's tiles, not in a pass of its own
+        assert text.count("T.parallel") == 1 and "T.unroll" in text, text
+    assert any("T.int64(256)" in text for text in gemms)   # 512 columns in two blocks of 256
+
+    rng = np.random.default_rng(1)
+    shapes = [(2, 8, 320), (320, 512), (512,), (3, 12, 40), (3, 40, 32), (3, 12, 32)]
+    xs = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    vm = relax.VirtualMachine(compile_module(_gemm_module(), {"kind": "llvm"}), tvm.cpu())
+    lin, bmm = vm["main"](*[tvm.runtime.tensor(v) for v in xs])
+    pre = xs[0].astype(np.float64) @ xs[1] + xs[2]
+    from math import erf
+
+    gelu = pre * 0.5 * (1 + np.vectorize(erf)(pre / np.sqrt(2)))
+    np.testing.assert_allclose(lin.numpy(), gelu, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(bmm.numpy(), xs[3].astype(np.float64) @ xs[4] + xs[5], rtol=1e-4, atol=1e-4)
