@@ -139,7 +139,7 @@ class _Retyper:
         """`e` (of kind k) as a value of kind `want`."""
         from tvm import tirx
 
-        if k is None or want is None or k == want or want == CONST:
+        if k is None or want is None or k == want or want == CONST or _kind_of(e) == want:
             return e
         if isinstance(e, tirx.FloatImm) and want == F16:
             v = e.value
