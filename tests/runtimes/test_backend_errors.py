@@ -69,10 +69,12 @@ def test_opencl_program_that_does_not_build(digits_mali_small, tmp_path):
     from edgegen.runtimes import load
 
     art = shutil.copytree(digits_mali_small, tmp_path / "art")
-    source = (art / "transformer" / "kernels.cl").read_text()
-    _replace(art, "transformer/kernels.cl", source.replace("__kernel void", "__kernel void @@", 1).encode())
+    # the kernels PoCL runs: mali computes in float16, and PoCL, without cl_khr_fp16, runs the float32 twins
+    rel = "transformer/kernels_fp32_arithmetic.cl"
+    source = (art / rel).read_text()
+    _replace(art, rel, source.replace("__kernel void", "__kernel void @@", 1).encode())
     with pytest.raises(ArtifactError, match=r"component 'transformer': building OpenCL program '\w+' of "
-                                            r".*transformer/kernels\.cl failed"):
+                                            r".*transformer/kernels_fp32_arithmetic\.cl failed"):
         load(art)
     assert "building OpenCL program" in _cli_run(art, tmp_path)
 
