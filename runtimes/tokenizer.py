@@ -17,7 +17,7 @@ class CLIPTokenizer:
     def __init__(self, vocab_file: str | Path, merges_file: str | Path, *, max_length: int,
                  bos_token: str, eos_token: str, pad_token: str, unk_token: str):
         try:
-            from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+            from tokenizers import Tokenizer, decoders
             from tokenizers.models import BPE
         except ImportError as exc:
             raise MissingDependencyError(
@@ -34,13 +34,7 @@ class CLIPTokenizer:
         except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exceptions
             raise ArtifactError(f"{merges_file}: the tokenizer cannot be built from it and {Path(vocab_file).name} "
                                 f"({exc}); rebuild the artifact.") from exc
-        tok.normalizer = normalizers.Sequence(
-            [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
-                                 behavior="removed", invert=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ])
+        clip_text_steps(tok)
         tok.decoder = decoders.ByteLevel()
         self._tok = tok
         self.max_length = int(max_length)
@@ -56,6 +50,20 @@ class CLIPTokenizer:
             ids = [self.bos_id, *body, self.eos_id]
             out[row, : len(ids)] = ids
         return out
+
+
+def clip_text_steps(tok) -> None:
+    """Give a `tokenizers` Tokenizer CLIP's normaliser (NFC, whitespace runs to one space, lowercase) and
+    pre-tokeniser (CLIP's split pattern, then byte-level)."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                             behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
 
 
 def read_vocab(path: Path) -> dict[str, int]:

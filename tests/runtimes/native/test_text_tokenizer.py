@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgegen.core.errors import ArtifactError
-from edgegen.runtimes.tokenizer import CLIPTokenizer
+from edgegen.runtimes.tokenizer import CLIPTokenizer, clip_text_steps
 from edgegen.testing.tiny import BOS, EOS, make_clip_tokenizer_files
 
 NATIVE = Path(__file__).resolve().parents[3] / "runtimes" / "native"
@@ -76,17 +76,11 @@ straße größe İstanbul ıspanak şehir çiçek ğ Σοφία ελληνικά
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A vocabulary trained here with the same normaliser and pre-tokeniser: a few thousand real merges."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     folder = tmp_path_factory.mktemp("trained")
     tok = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=EOS))
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
-                             behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])
+    clip_text_steps(tok)
     rng = random.Random(0)
     syllables = ("ka ri to na mo se lu pe di ga ve zo str th ch sh qu ph ck ng ré è ça ñu ö ü ß ış ğa "
                  "λο σα κυ мо ра зи ши の か ル 서 울 한 東 京 🦊 ❄️ 1 42 '").split()
