@@ -305,15 +305,20 @@ def cmd_estimate(args) -> int:
         raise ValueError(f"components {missing} carry no kernel table (FLOPs and bytes per kernel); estimate "
                          f"needs a TVM artifact built by this edgegen: rebuild it (`edgegen build` for cpu or a GPU "
                          f"target)")
+    # a GPU artifact states its own precision and arithmetic; --precision asks "what if" instead
+    built = {n: c.info.get("precision") or {} for n, c in art.components.items()}
+    precision = args.precision or next((b["precision"] for b in built.values() if b.get("precision")), "fp16")
+    arithmetic = None if args.precision else {n: b["arithmetic"] for n, b in built.items() if b.get("arithmetic")}
     result = estimate(tables, art.pipeline, device_profile(args.device_profile), steps=args.steps,
-                      precision=args.precision)
+                      precision=precision, arithmetic=arithmetic)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"{result['device']}, {args.precision}, {result['kind']}")
+    print(f"{result['device']}, {precision}, {result['kind']}")
     for name, c in result["components"].items():
         print(f"  {name:14s} {c['seconds'] * 1e3:10.2f} ms per call  ({c['gflop']:.1f} GFLOP; compute "
-              f"{c['compute_bound_s'] * 1e3:.2f} ms, memory {c['memory_bound_s'] * 1e3:.2f} ms)")
+              f"{c['compute_bound_s'] * 1e3:.2f} ms at the {c['arithmetic']} peak, memory "
+              f"{c['memory_bound_s'] * 1e3:.2f} ms)")
     print(f"  per image at {args.steps} steps: {result['image_s']:.2f} s")
     return 0
 
@@ -450,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("artifact")
     es.add_argument("--device-profile", required=True, help="adreno-740, mali-g715 or a17-pro")
     es.add_argument("--steps", type=int, default=20)
-    es.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
+    es.add_argument("--precision", choices=["fp16", "fp32"],
+                    help="count every component at this precision (default: what a GPU artifact was built with; "
+                         "fp16 for a cpu artifact)")
     es.add_argument("--json", action="store_true")
     es.set_defaults(func=cmd_estimate)
 

@@ -106,15 +106,17 @@ def profile(artifact_dir, runs: int = 3, steps: int = 20, threads: int | None = 
 
 
 def estimate(kernel_tables: dict[str, list], pipeline: dict, device: dict, steps: int = 20,
-             precision: str = "fp16") -> dict:
+             precision: str = "fp16", arithmetic: dict[str, str] | None = None) -> dict:
     """Roofline time per component and per image on `device` (an entry of device_profiles.json).
     Kernel tables are counted in float32; precision "fp16" halves the float bytes (not a kernel's
-    `packed_bytes`: quantized weights, integer ids) and uses the fp16 peak."""
-    peak = device["peak_flops"][precision]
+    `packed_bytes`: quantized weights, integer ids). `arithmetic` (component -> "fp16" or "fp32",
+    default: the precision) picks the peak FLOP/s: kernels that keep float16 in memory but compute
+    in float32 (fp16 storage) run at the fp32 peak."""
     bandwidth = device["memory_bandwidth_bytes_per_s"]
     scale = 0.5 if precision == "fp16" else 1.0
     components = {}
     for name, table in kernel_tables.items():
+        peak = device["peak_flops"][(arithmetic or {}).get(name, precision)]
         compute = memory = total = 0.0
         by_cat = dict.fromkeys(CATEGORIES, 0.0)
         for k in table:
@@ -126,6 +128,7 @@ def estimate(kernel_tables: dict[str, list], pipeline: dict, device: dict, steps
             memory += tm * k["calls"]
             by_cat[category(k["kernel"], [tuple(x) for x in k.get("arg_shapes", [])])] += t
         components[name] = {"seconds": total, "compute_bound_s": compute, "memory_bound_s": memory,
+                            "arithmetic": (arithmetic or {}).get(name, precision),
                             "gflop": sum(k["flops"] * k["calls"] for k in table) / 1e9,
                             "categories_s": by_cat}
     weights = calls_per_image(pipeline, steps)

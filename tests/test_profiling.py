@@ -61,6 +61,23 @@ def test_estimate_is_a_roofline(tiny_artifact):
     assert fp16["image_s"] == pytest.approx(per_image)
     with pytest.raises(ValueError, match="unknown device profile"):
         device_profile("adreno-999")
+    # fp16 in memory with float32 arithmetic (fp16 storage) computes at the fp32 peak
+    storage = estimate(tables, art.pipeline, dev, steps=20, precision="fp16", arithmetic={"unet": "fp32"})
+    assert storage["components"]["unet"]["arithmetic"] == "fp32"
+    assert storage["components"]["unet"]["compute_bound_s"] == pytest.approx(fp32["components"]["unet"]["compute_bound_s"])
+    assert storage["components"]["unet"]["memory_bound_s"] == pytest.approx(unet["memory_bound_s"])
+    assert storage["components"]["vae_decoder"] == fp16["components"]["vae_decoder"]
+
+
+def test_a_gather_counts_the_rows_it_reads_not_its_table(tiny_artifact):
+    """The token embedding is a gather: one call reads one row per id, not the whole table."""
+    text = Artifact.open(tiny_artifact).component("text_encoder").info["kernels"]
+    take = next(k for k in text if k["kernel"].startswith("take"))
+    (rows, width), (ids,) = take["arg_shapes"]
+    assert rows > ids
+    itemsize = 4
+    out_and_ids = ids * width * itemsize + take["packed_bytes"]
+    assert take["bytes"] == ids * width * itemsize + out_and_ids
 
 
 def test_trace_names_the_first_kernel_with_nan(tiny_artifact):
@@ -122,3 +139,15 @@ def test_bisect_says_why_not(tiny_sd_dir, tmp_path):
     report = edgegen.build(tiny_sd_dir, tmp_path / "onnx", target="onnx")
     result = bisect(report.artifact, tiny_sd_dir, "text_encoder", {})
     assert not result["supported"] and "module-scoped" in result["reason"]
+
+
+def test_estimate_reads_a_gpu_artifact_at_its_own_precision(tiny_sd_adreno):
+    """adreno builds fp16 with fp16 arithmetic: the CLI counts it so unless --precision asks otherwise."""
+    from conftest import edgegen_cli
+
+    own = json.loads(edgegen_cli("estimate", tiny_sd_adreno, "--device-profile", "adreno-740", "--json").stdout)
+    assert own["precision"] == "fp16"
+    assert {c["arithmetic"] for c in own["components"].values()} == {"fp16"}
+    asked = json.loads(edgegen_cli("estimate", tiny_sd_adreno, "--device-profile", "adreno-740", "--json",
+                                   "--precision", "fp32").stdout)
+    assert asked["precision"] == "fp32" and asked["image_s"] > own["image_s"]

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgegen.core.launch_plan import FALLBACK_KERNELS
+
 OUTCOMES = ("error", "accepted", "signature", "traceback", "signal", "hang")
 _JUNK = [None, True, False, 0, -1, 1.5, 2 ** 40, -(2 ** 63), "", "x", "../../etc/passwd", "/etc/passwd",
          [], {}, [1, [2]], {"a": 1}, "\u202e\ufeff", "A" * 5000]
@@ -270,8 +272,12 @@ def _library_swap(rng, root):
     return f"{rel}: replaced by {src.name}"
 
 
-def _kernels_edit(rng, root):
-    rel = _files_of(root, "kernels")[0]
+def _kernels_edit(role: str):
+    return lambda rng, root: _edit_kernels(rng, root, role)
+
+
+def _edit_kernels(rng, root, role: str):
+    rel = _files_of(root, role)[0]
     lines = (root / rel).read_text().splitlines()
     op = int(rng.integers(4))
     i = int(rng.integers(len(lines)))
@@ -356,8 +362,11 @@ KINDS = {
     "plan.number": (_role_json("plan", "number", skip=_PLAN_GEOMETRY), _has("plan")),
     "plan.string": (_role_json("plan", "string"), _has("plan")),
     "plan.duplicate": (_role_json("plan", "duplicate", skip=_PLAN_GEOMETRY), _has("plan")),
-    "kernels.edit": (_kernels_edit, _has("kernels")),
+    "kernels.edit": (_kernels_edit("kernels"), _has("kernels")),
     "kernels.bitflip": (_role_bytes("kernels", "flip", rehash=False), _has("kernels")),
+    # what a device without float16 arithmetic (PoCL) runs in place of `kernels`
+    "kernels_fp32.edit": (_kernels_edit(FALLBACK_KERNELS), _has(FALLBACK_KERNELS)),
+    "kernels_fp32.bitflip": (_role_bytes(FALLBACK_KERNELS, "flip", rehash=False), _has(FALLBACK_KERNELS)),
     "scheduler.delete": (_role_json("scheduler", "delete"), _always),
     "scheduler.replace": (_role_json("scheduler", "replace"), _always),
     "scheduler.number": (_role_json("scheduler", "number"), _always),
