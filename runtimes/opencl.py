@@ -17,6 +17,7 @@ import numpy as np
 from edgegen.core.artifact import Artifact, Component
 from edgegen.core.errors import BackendUnavailableError
 from edgegen.core.launch_plan import ARENA_ALIGNMENT, resolve
+from edgegen.core.quiet import warnings_hidden
 
 from .launch_plan import PlanComponent, as_array
 from .native_errors import wrapped
@@ -83,8 +84,10 @@ class Session:
         self._sub: dict[str, object] = {}
         self._kernels_file = artifact.file(component.files[pc.kernels_role])
         programs = {}
+        # a program that builds may still log the driver's own warnings (PoCL's on TVM's code): not the user's
         for name in plan["programs"]:
-            with wrapped(component.name, f"building OpenCL program {name!r} of", self._kernels_file):
+            with wrapped(component.name, f"building OpenCL program {name!r} of", self._kernels_file), \
+                    warnings_hidden((cl.CompilerWarning, "Non-empty compiler output")):
                 programs[name] = cl.Program(self.context, pc.programs[name]).build()
         self._launches = []
         for i, launch in enumerate(plan["launches"]):
