@@ -4,10 +4,10 @@ and the Adreno 740 roofline estimate read from the GPU plan's own kernels.
 
     python benchmarks/gpu_memory.py [--schemes fp32,fp16,w8,w4g32] [--target adreno] [--steps 20]
 
-fp32 is `--precision fp32`; fp16 is `--precision fp16` (float16 in memory, float32 arithmetic);
-w8 and w4g32 are `--precision fp16 --quant S`. Each build is `edgegen.build(SD14, target=adreno,
-..., execute=False)`: the kernels are
-generated and checked by the compile guard and the memory check, but not run (one UNet call at
+fp32 is `--precision fp32`; fp16 is `--precision fp16` (float16 in memory, and float16 arithmetic
+where the device profile has it, as adreno's does); w8 and w4g32 are `--precision fp16 --quant S`.
+Each row's estimate is at the precision and arithmetic its build chose. Each build is
+`edgegen.build(SD14, target=adreno, ..., execute=False)`: the kernels are generated and checked by the compile guard and the memory check, but not run (one UNet call at
 512x512 on PoCL would take minutes; parity of quantized GPU plans is tested on tiny SD and the
 digits generator). Google's published figures for SD 1.4 on the same phone stand beside them. Writes
 benchmarks/results/gpu_memory.json.
@@ -48,18 +48,21 @@ def measure(source: Path, out: Path, target: str, scheme: str, steps: int) -> di
         i = comp.info
         components[name] = {"weight_bytes": i["weight_bytes"], "arena_bytes": i["arena_bytes"],
                             "bits_per_weight": i["bits_per_weight"], "launches": i["launches"]}
-    est = {p: estimate({n: c.info["kernels"] for n, c in art.components.items()}, art.pipeline,
-                       device_profile(PUBLISHED["device"]), steps=steps, precision=p) for p in ("fp16", "fp32")}
+    # at what the build chose (fp16 or fp32 in memory, and the arithmetic of each component's kernels)
+    arithmetic = {n: c.info["precision"]["arithmetic"] for n, c in art.components.items()}
+    est = estimate({n: c.info["kernels"] for n, c in art.components.items()}, art.pipeline,
+                   device_profile(PUBLISHED["device"]), steps=steps, precision=precision, arithmetic=arithmetic)
     shutil.rmtree(out, ignore_errors=True)
     weights = sum(c["weight_bytes"] for c in components.values())
     return {"scheme": scheme, "precision": precision, "build_seconds": round(seconds, 1), "components": components,
             "weight_bytes": weights,
             # every component resident at once, each with its own arena (the runtime today)
             "planned_bytes": weights + sum(c["arena_bytes"] for c in components.values()),
-            "estimate": {p: {"image_s": round(e["image_s"], 3),
-                             "components": {n: {k: round(c[k], 4) for k in ("seconds", "compute_bound_s",
-                                                                             "memory_bound_s")}
-                                            for n, c in e["components"].items()}} for p, e in est.items()}}
+            "estimate": {"image_s": round(est["image_s"], 3),
+                         "components": {n: {"arithmetic": c["arithmetic"],
+                                            **{k: round(c[k], 4) for k in ("seconds", "compute_bound_s",
+                                                                            "memory_bound_s")}}
+                                        for n, c in est["components"].items()}}}
 
 
 def main() -> int:
@@ -82,13 +85,11 @@ def main() -> int:
         r = rows[-1]
         print(f"{r['scheme']:6s} weights {r['weight_bytes'] / MIB:8.1f} MiB  "
               f"planned {r['planned_bytes'] / MIB:8.1f} MiB  build {r['build_seconds']:6.0f} s  "
-              f"Adreno 740 estimate, {args.steps} steps: "
-              f"fp16 {r['estimate']['fp16']['image_s']:.2f} s, fp32 {r['estimate']['fp32']['image_s']:.2f} s",
-              flush=True)
+              f"Adreno 740 estimate, {args.steps} steps: {r['estimate']['image_s']:.2f} s", flush=True)
         for name, c in r["components"].items():
-            e = r["estimate"]["fp16"]["components"][name]
+            e = r["estimate"]["components"][name]
             print(f"    {name:13s} weights {c['weight_bytes'] / MIB:8.1f} MiB ({c['bits_per_weight']:5.2f} bits/weight)"
-                  f"  arena {c['arena_bytes'] / MIB:7.1f} MiB  per call (fp16): "
+                  f"  arena {c['arena_bytes'] / MIB:7.1f} MiB  per call ({e['arithmetic']} arithmetic): "
                   f"compute {e['compute_bound_s'] * 1e3:8.1f} ms, memory {e['memory_bound_s'] * 1e3:8.1f} ms",
                   flush=True)
     print(f"published ({PUBLISHED['device']}, SD 1.4, {PUBLISHED['steps']} steps): {PUBLISHED['seconds']} s per image, "

@@ -398,14 +398,28 @@ def _finish_source(source: str, language: str, half_storage_only: bool) -> str:
         # every tensor lives in one arena buffer, and WebGPU forbids binding a buffer read-only and
         # writable in the same dispatch: the arena is bound read_write throughout
         source = source.replace("var<storage, read> ", "var<storage, read_write> ")
-        # TVM writes infinity and NaN as `inff` / `nanf` (f16: `infh`), which WGSL lacks: spell them as bits
-        source = _WGSL_SPECIAL.sub(lambda m: _WGSL_BITS[m.group(1)], source)
+        source = _wgsl_specials(source)
     return source
 
 
 _WGSL_SPECIAL = re.compile(r"(?<![\w.])(inff|nanf|infh|nanh)\b")
-_WGSL_BITS = {"inff": "bitcast<f32>(0x7f800000u)", "nanf": "bitcast<f32>(0x7fc00000u)",
-              "infh": "f16(bitcast<f32>(0x7f800000u))", "nanh": "f16(bitcast<f32>(0x7fc00000u))"}
+_WGSL_BITS = {"inff": "bitcast<f32>(edgegen_inf_bits)", "nanf": "bitcast<f32>(edgegen_nan_bits)",
+              "infh": "f16(bitcast<f32>(edgegen_inf_bits))", "nanh": "f16(bitcast<f32>(edgegen_nan_bits))"}
+_WGSL_BITS_DECLS = "var<private> edgegen_inf_bits: u32 = 0x7f800000u;\nvar<private> edgegen_nan_bits: u32 = 0x7fc00000u;\n"
+
+
+def _wgsl_specials(source: str) -> str:
+    """TVM writes infinity and NaN as `inff` / `nanf` (f16: `infh`), which WGSL lacks. Spelt as a bitcast
+    of a constant they would be a constant expression, and WGSL makes a constant infinity or NaN a shader
+    creation error (Chrome's compiler enforces it; wgpu's does not): they are read from private variables."""
+    spelt = _WGSL_SPECIAL.sub(lambda m: _WGSL_BITS[m.group(1)], source)
+    if spelt == source:
+        return source
+    lines = spelt.splitlines(keepends=True)
+    directives = 0        # `enable f16;` and other directives must stay first
+    while directives < len(lines) and re.match(r"\s*(enable|requires|diagnostic)\b|\s*(//.*)?$", lines[directives]):
+        directives += 1
+    return "".join(lines[:directives]) + _WGSL_BITS_DECLS + "".join(lines[directives:])
 
 
 def _until_host_device_split(pipeline, mod):
