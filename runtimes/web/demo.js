@@ -25,14 +25,13 @@ function draw(images, [n, h, w, c]) {
   canvas.style.width = `${canvas.width * 8}px`;
   const ctx = canvas.getContext("2d");
   const pixels = ctx.createImageData(canvas.width, canvas.height);
-  pixels.data.fill(FILL);
+  for (let k = 0; k < pixels.data.length; k += 4) pixels.data.set([FILL, FILL, FILL, 255], k);
   for (let i = 0; i < n; i++) {
     const y0 = Math.floor(i / COLUMNS) * (h + GAP), x0 = (i % COLUMNS) * (w + GAP);
     for (let y = 0; y < h; y++)
       for (let x = 0; x < w; x++) {
         const src = ((i * h + y) * w + x) * c, dst = ((y0 + y) * canvas.width + x0 + x) * 4;
         for (let k = 0; k < 3; k++) pixels.data[dst + k] = images[src + (c === 1 ? 0 : k)];
-        pixels.data[dst + 3] = 255;
       }
   }
   ctx.putImageData(pixels, 0, 0);

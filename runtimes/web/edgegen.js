@@ -16,6 +16,7 @@ import {makeScheduler, normal, toUint8} from "./numerics.js";
 
 export {ArtifactError} from "./checks.js";
 export {normal, makeScheduler, toUint8, seedOf, spacedTimesteps} from "./numerics.js";
+export {CLIPTokenizer} from "./tokenizer.js";
 
 /** The device cannot run the artifact (no WebGPU, a limit or feature short); the message says which. */
 export class DeviceError extends Error {

@@ -1,19 +1,21 @@
 """The browser runtime (runtimes/web) in a real headless Chromium with WebGPU on its software adapter
 (SwiftShader): the demo page written by `edgegen web` generates digits, and the pixels read back from its
 canvas are checked with the digits classifier and against the Python webgpu runtime (wgpu on lavapipe) from
-the same seed. SwiftShader and lavapipe both take seconds per denoising step of the batch-10 DiT, so the
-page runs few steps (the trained model draws all ten digits in two DDIM steps)."""
+the same seed, on the same GPU (SwiftShader). Software GPUs take seconds per denoising step of the batch-10
+DiT, so the page runs few steps (the trained model draws all ten digits in two DDIM steps)."""
 
 from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +29,7 @@ SEED = 0
 ACCURACY_GATE = 0.9
 PSNR_GATE_DB = 60.0
 TILE, GAP, COLUMNS = 16, 1, 10
+SWIFTSHADER_ICD = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +127,28 @@ def _canvas_tiles(browser, count: int) -> np.ndarray:
     return np.stack(tiles)
 
 
-def test_page_generates_the_digits_asked_for(browser, site, digits_webgpu):
+def _python_webgpu_reference(artifact, labels, tmp_path):
+    """The Python webgpu runtime's images and samples for the page's labels, seed and steps, run on the page's
+    GPU: wgpu on the SwiftShader Vulkan driver that the chromium package ships (in its own process, since
+    wgpu picks its driver once). On another GPU (lavapipe) the float32 results differ in the last bits, and
+    the digits model's first DDIM step (t=999, alphas_cumprod ~1e-9) divides the predicted noise by ~3e-5:
+    a few pixels then differ visibly (~54 dB measured), whichever runtime runs the kernels."""
+    if not SWIFTSHADER_ICD.is_file():
+        pytest.skip(f"{SWIFTSHADER_ICD} (chromium's SwiftShader Vulkan driver) is missing: the Python runtime "
+                    f"cannot run on the page's GPU")
+    script = (f"import numpy as np, edgegen; p = edgegen.runtimes.load({str(artifact)!r}); "
+              f"print(p.transformer.device_name); "
+              f"o = p({labels!r}, num_inference_steps={STEPS}, seed={SEED}, output_type='np'); "
+              f"np.savez({str(tmp_path / 'ref.npz')!r}, images=o.images, samples=o.latents)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "VK_ICD_FILENAMES": str(SWIFTSHADER_ICD)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SwiftShader" in proc.stdout, proc.stdout
+    ref = np.load(tmp_path / "ref.npz")
+    return ref["images"], ref["samples"]
+
+
+def test_page_generates_the_digits_asked_for(browser, site, digits_webgpu, tmp_path):
     import edgegen
     from edgegen.digits import DigitClassifier
 
@@ -151,14 +175,10 @@ def test_page_generates_the_digits_asked_for(browser, site, digits_webgpu):
     accuracy = DigitClassifier.load().accuracy(page, labels)
     assert accuracy >= ACCURACY_GATE, DigitClassifier.load().predict(page)
 
-    reference = edgegen.runtimes.load(digits_webgpu)      # the Python webgpu runtime (wgpu on lavapipe)
-    try:
-        ref = reference(labels, num_inference_steps=STEPS, seed=SEED, output_type="np")
-    finally:
-        reference.close()
-    assert edgegen.core.psnr(ref.images[..., 0], page, peak=255.0) >= PSNR_GATE_DB
-    samples = np.asarray(result["samples"], np.float32).reshape(ref.latents.shape)
-    assert edgegen.core.psnr((ref.latents + 1) / 2, (samples + 1) / 2, peak=1.0) >= PSNR_GATE_DB
+    ref_images, ref_samples = _python_webgpu_reference(digits_webgpu, labels, tmp_path)
+    assert edgegen.core.psnr(ref_images[..., 0], page, peak=255.0) >= PSNR_GATE_DB
+    samples = np.asarray(result["samples"], np.float32).reshape(ref_samples.shape)
+    assert edgegen.core.psnr((ref_samples + 1) / 2, (samples + 1) / 2, peak=1.0) >= PSNR_GATE_DB
 
     # the weights came over the network once; a second load takes them from the Cache API by their sha256
     stats = browser.evaluate("""import('./edgegen.js').then(async (m) => {

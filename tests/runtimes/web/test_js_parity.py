@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="needs node: apt-get instal
 RUNNER = """
 import {normal, makeScheduler} from "%(web)s/numerics.js";
 import {Schema, checkManifest, checkPlan} from "%(web)s/checks.js";
+import {CLIPTokenizer} from "%(web)s/tokenizer.js";
 import fs from "fs";
 const input = JSON.parse(fs.readFileSync(0, "utf8"));
 const schemas = Object.fromEntries(Object.entries(input.schemas).map(([k, v]) => [k, new Schema(k, v)]));
@@ -35,6 +36,10 @@ process.stdout.write(JSON.stringify(out));
 
 function run(c) {
   if (c.kind === "noise") return Array.from(normal(BigInt(c.seed), c.count));
+  if (c.kind === "tokenizer") {
+    const tok = new CLIPTokenizer(JSON.parse(fs.readFileSync(c.vocab, "utf8")), fs.readFileSync(c.merges, "utf8"), c.options);
+    return Array.from(tok.call(c.texts));
+  }
   if (c.kind === "scheduler") {
     const s = makeScheduler(c.config, c.override);
     s.setTimesteps(c.steps);
@@ -206,3 +211,24 @@ def test_checks_reject_what_python_rejects():
             assert js.startswith("ArtifactError: ") and "rebuild the artifact" in js, js
     assert got[0] == "ok" and got[1] == "ok"
     assert sum(r != "ok" for r in got) == len(MANIFEST_EDITS) + len(PLAN_EDITS)
+
+
+PROMPTS = [
+    "", "a photo of an astronaut riding a horse", "A PAINTING   of a Red fox,\tin the snow!!",
+    "it's the city's lights at night \u2014 na\u00efve caf\u00e9 42", "emoji \U0001F680 and \u00fcn\u00efc\u00f6d\u00e9",
+    "cafe\u0301 (NFC) \u0085next\u00a0line\ufeffbom", "!!'s ''quoted'' 2024-12-03 \u0130stanbul \u03a3\u039f\u03a3",
+    " ".join(["astronaut"] * 100),  # longer than 77 tokens: truncated with EOS kept
+]
+
+
+def test_tokenizer_equals_python(tmp_path):
+    from edgegen.runtimes.tokenizer import CLIPTokenizer
+    from edgegen.testing.tiny import BOS, EOS, make_clip_tokenizer_files
+
+    make_clip_tokenizer_files(tmp_path)
+    ours = CLIPTokenizer(tmp_path / "vocab.json", tmp_path / "merges.txt", max_length=77, bos_token=BOS,
+                         eos_token=EOS, pad_token=EOS, unk_token=EOS)
+    options = {"maxLength": 77, "bosToken": BOS, "eosToken": EOS, "padToken": EOS, "unkToken": EOS}
+    got = _node([{"kind": "tokenizer", "vocab": str(tmp_path / "vocab.json"), "merges": str(tmp_path / "merges.txt"),
+                  "options": options, "texts": PROMPTS}])[0]
+    np.testing.assert_array_equal(np.asarray(got, np.int32).reshape(len(PROMPTS), 77), ours(PROMPTS))
