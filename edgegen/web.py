@@ -18,7 +18,7 @@ from edgegen.core.manifest_check import SCHEMA_DIR
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "runtimes" / "web"
 # what the browser runtime runs today (runtimes/web/edgegen.js: PIPELINES)
-PIPELINES = ("class-conditional-dit",)
+PIPELINES = ("class-conditional-dit", "stable-diffusion")
 SITE_FILES = ("index.html", "demo.js", "edgegen.js", "checks.js", "numerics.js", "tokenizer.js")
 MIME = {".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json", ".html": "text/html",
         ".wgsl": "text/plain; charset=utf-8", ".safetensors": "application/octet-stream"}

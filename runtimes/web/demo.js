@@ -1,4 +1,5 @@
-// The digits demo page: load the artifact (./artifact/, or ?artifact=URL), generate a digit or all ten,
+// The demo page: load the artifact (./artifact/, or ?artifact=URL); for the digits DiT, generate a digit or all ten
+// (a text-to-image artifact takes a prompt instead),
 // draw the grid (16 px tiles, 1 px gaps, 10 columns, as runtimes/image.py: grid), show per-step progress,
 // the time per image and the adapter's name. window.edgegenDemo holds the page's state for scripts
 // (the browser test reads it): state is loading | ready | running | done | error.
@@ -42,12 +43,14 @@ async function generate(pipe) {
   $("error").textContent = "";
   $("controls").disabled = true;
   try {
+    const text = pipe.tokenizer !== undefined;
     const count = Number($("count").value) || 1;
     const digits = $("digit").value === "all" ? [...Array(10).keys()] : [Number($("digit").value)];
-    const labels = Array.from({length: count}, () => digits).flat();
+    const labels = text ? [$("prompt").value] : Array.from({length: count}, () => digits).flat();
     const progress = $("progress");
     const result = await pipe.generate({
-      labels, steps: Number($("steps").value), guidanceScale: Number($("guidance").value), seed: $("seed").value.trim(),
+      ...(text ? {prompt: labels[0]} : {labels}),
+      steps: Number($("steps").value), guidanceScale: Number($("guidance").value), seed: $("seed").value.trim(),
       onStep: ({done, total}) => {
         progress.max = total;
         progress.value = done;
@@ -78,8 +81,12 @@ async function main() {
   });
   demo.adapter = pipe.adapterName;
   demo.stats = pipe.stats;
-  const select = $("digit");
-  for (const [id, names] of Object.entries(pipe.id2label)) select.add(new Option(names, id));
+  if (pipe.tokenizer !== undefined) {          // text to image: a prompt instead of the digit controls
+    document.querySelectorAll(".digits").forEach((e) => { e.hidden = true; });
+    document.querySelector(".text").hidden = false;
+  } else {
+    for (const [id, names] of Object.entries(pipe.id2label)) $("digit").add(new Option(names, id));
+  }
   $("steps").value = pipe.sampling.steps ?? 25;
   $("guidance").value = pipe.sampling.guidance_scale ?? 4.0;
   $("generate").onclick = (e) => { e.preventDefault(); generate(pipe); };

@@ -13,10 +13,11 @@
 
 import {ArtifactError, DTYPE_BYTES, checkManifest, checkPlan, loadSchemas, resolve} from "./checks.js";
 import {makeScheduler, normal, toUint8} from "./numerics.js";
+import {CLIPTokenizer} from "./tokenizer.js";
 
 export {ArtifactError} from "./checks.js";
 export {normal, makeScheduler, toUint8, seedOf, spacedTimesteps} from "./numerics.js";
-export {CLIPTokenizer} from "./tokenizer.js";
+export {CLIPTokenizer};
 
 /** The device cannot run the artifact (no WebGPU, a limit or feature short); the message says which. */
 export class DeviceError extends Error {
@@ -82,15 +83,21 @@ const LIMITS = ["maxBufferSize", "maxStorageBufferBindingSize", "maxStorageBuffe
   "maxBindingsPerBindGroup", "maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX", "maxComputeWorkgroupSizeY",
   "maxComputeWorkgroupSizeZ", "maxComputeWorkgroupStorageSize", "maxComputeWorkgroupsPerDimension"];
 
+function lowestBit(n) {        // n & -n, for offsets past 2**31 too
+  let bit = 1;
+  while (bit < 2 ** 30 && n % (2 * bit) === 0) bit *= 2;
+  return bit;
+}
+
 /** What a component's plan asks of the device: {limits: {name: value}, alignment, features}. */
 export function planNeeds(plan, sources) {
   const need = Object.fromEntries(LIMITS.map((k) => [k, 0]));
   const up = (k, v) => { need[k] = Math.max(need[k], v); };
   up("maxBufferSize", pad(Math.max(plan.arena_bytes, 256)));
-  let alignment = 1;
+  let alignment = 2 ** 30;     // the largest power of two that divides every arena offset
   for (const [name, t] of Object.entries(plan.tensors)) {
     if (t.storage === "weight") { up("maxBufferSize", pad(t.bytes)); up("maxStorageBufferBindingSize", pad(t.bytes)); }
-    if (t.storage === "arena" && t.offset > 0) alignment = Math.max(alignment, t.offset & -t.offset);
+    if (t.storage === "arena" && t.offset > 0) alignment = Math.min(alignment, lowestBit(t.offset));
   }
   for (const launch of plan.launches) {
     const [gx, gy, gz] = launch.grid, [bx, by, bz] = launch.block;
@@ -523,7 +530,72 @@ export class ClassConditionalPipeline {
   }
 }
 
-const PIPELINES = {"class-conditional-dit": ClassConditionalPipeline};
+/** Text to image with a Stable-Diffusion-shaped artifact (text encoder, UNet with classifier-free guidance,
+ * VAE decoder), as runtimes/stable_diffusion.py. */
+export class StableDiffusionPipeline {
+  constructor(manifest, sessions, schedulerConfig, device, adapterName, stats, tokenizer) {
+    const cfg = manifest.pipeline;
+    this.manifest = manifest;
+    this.sessions = sessions;
+    this.schedulerConfig = schedulerConfig;
+    this.device = device;
+    this.adapterName = adapterName;
+    this.stats = stats;
+    this.tokenizer = tokenizer;
+    this.latentShape = cfg.latent_shape;
+    this.scalingFactor = cfg.vae_scaling_factor;
+    this.sampling = {steps: 20, guidance_scale: 7.5};
+  }
+
+  /** {images: Uint8Array [1, H, W, 3], samples: the final latents, shape, timings}; onStep({done, total}). */
+  async generate({prompt, negativePrompt = "", steps, guidanceScale, seed, latents, scheduler = null, onStep} = {}) {
+    if (typeof prompt !== "string") throw new InputError("prompt must be one string: this artifact is built for one image per call.");
+    steps = steps || this.sampling.steps;
+    const guidance = guidanceScale ?? this.sampling.guidance_scale;
+    const count = this.latentShape.reduce((a, d) => a * d, 1);
+    if (latents === undefined) latents = normal(seed, count);
+    else if (latents.length !== count) throw new InputError(`latents must have ${count} values (shape [${this.latentShape}]), got ${latents.length}.`);
+    const timings = {};
+    let t0 = performance.now();
+    const ids = this.tokenizer.call([negativePrompt, prompt]);
+    const emb = (await this.sessions.text_encoder.run({input_ids: ids})).last_hidden_state;
+    timings.text_encoder_s = (performance.now() - t0) / 1000;
+    t0 = performance.now();
+    const sched = makeScheduler(this.schedulerConfig, scheduler);
+    sched.setTimesteps(steps);
+    const sigma = Math.fround(sched.initNoiseSigma), g = Math.fround(guidance);
+    let x = Float32Array.from(latents, (v) => Math.fround(v * sigma));
+    for (let i = 0; i < sched.timesteps.length; i++) {
+      const scaled = sched.scaleModelInput(x, i);
+      const both = new Float32Array(2 * count);
+      both.set(scaled); both.set(scaled, count);
+      const noise = (await this.sessions.unet.run({sample: both, timestep: new Float32Array(2).fill(sched.timesteps[i]),
+        encoder_hidden_states: emb})).out_sample;
+      const guided = new Float32Array(count);
+      for (let j = 0; j < count; j++) {
+        const uncond = noise[j], cond = noise[count + j];
+        guided[j] = guidance > 1 ? Math.fround(uncond + Math.fround(g * Math.fround(cond - uncond))) : cond;
+      }
+      x = sched.step(guided, i, x);
+      if (onStep) await onStep({done: i + 1, total: sched.timesteps.length});
+    }
+    timings.denoise_s = (performance.now() - t0) / 1000;
+    t0 = performance.now();
+    const scale = Math.fround(this.scalingFactor);
+    const image = (await this.sessions.vae_decoder.run({latent_sample: Float32Array.from(x, (v) => Math.fround(v / scale))})).sample;
+    const [n, c, h, w] = this.sessions.vae_decoder.component.outputs[0].shape;
+    timings.vae_decoder_s = (performance.now() - t0) / 1000;
+    timings.per_image_s = timings.text_encoder_s + timings.denoise_s + timings.vae_decoder_s;
+    return {images: toUint8(image, n, c, h, w), samples: x, shape: [n, h, w, c], timings};
+  }
+
+  close() {
+    for (const s of Object.values(this.sessions)) s.destroy();
+    this.device.destroy();
+  }
+}
+
+const PIPELINES = {"class-conditional-dit": ClassConditionalPipeline, "stable-diffusion": StableDiffusionPipeline};
 
 async function requestAdapter(gpu) {
   if (!gpu) throw new DeviceError("this browser has no WebGPU (navigator.gpu is missing); use a browser with WebGPU "
@@ -591,6 +663,12 @@ export async function load(artifactUrl, {schemaUrl, onProgress = () => {}, cache
     schemas.scheduler_config.check(schedulerConfig, manifest.pipeline.scheduler_config);
     makeScheduler(schedulerConfig);     // unsupported options fail here, before any download
   }
+  let tokenizer = null;
+  if (kind === "stable-diffusion") {
+    const tok = manifest.pipeline.tokenizer;
+    tokenizer = new CLIPTokenizer(await files.json(tok.vocab), await files.text(tok.merges), {maxLength: tok.max_length,
+      bosToken: tok.bos_token, eosToken: tok.eos_token, padToken: tok.pad_token, unkToken: tok.unk_token}, tok.vocab);
+  }
 
   onProgress({stage: "limits", message: "checking the adapter's limits"});
   const adapter = await requestAdapter(gpu ?? globalThis.navigator?.gpu);
@@ -629,5 +707,5 @@ export async function load(artifactUrl, {schemaUrl, onProgress = () => {}, cache
     throw e;
   }
   stats.loadSeconds = (performance.now() - t0) / 1000;
-  return new PIPELINES[kind](manifest, sessions, schedulerConfig, device, name, stats);
+  return new PIPELINES[kind](manifest, sessions, schedulerConfig, device, name, stats, tokenizer);
 }
