@@ -95,7 +95,7 @@ export function planNeeds(plan, sources) {
   const up = (k, v) => { need[k] = Math.max(need[k], v); };
   up("maxBufferSize", pad(Math.max(plan.arena_bytes, 256)));
   let alignment = 2 ** 30;     // the largest power of two that divides every arena offset
-  for (const [name, t] of Object.entries(plan.tensors)) {
+  for (const t of Object.values(plan.tensors)) {
     if (t.storage === "weight") { up("maxBufferSize", pad(t.bytes)); up("maxStorageBufferBindingSize", pad(t.bytes)); }
     if (t.storage === "arena" && t.offset > 0) alignment = Math.min(alignment, lowestBit(t.offset));
   }
