@@ -471,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     threads(d)
     d.set_defaults(func=cmd_demo)
     add_parsers(sub)
+    from edgegen.web import add_parser as add_web_parser
+
+    add_web_parser(sub)
     for name, p in sub.choices.items():
         if name in ("run", "validate", "demo"):
             p.add_argument("--quiet", action="store_true", help="no progress display")

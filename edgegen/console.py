@@ -42,6 +42,9 @@ LINES = {
     "demo_image": "wrote {image}: 10x10 digits (one digit per row), {steps:d} steps, guidance {guidance}",
     "demo_accuracy": "class accuracy {accuracy:.1%} over {images:d} images; {ms:.1f} ms per image on this CPU "
                      "({threads} threads)",
+    # web
+    "web_site": "wrote the site {folder}: serve it with any static file server and open index.html",
+    "web_serving": "serving {folder} on {url} (Ctrl-C stops)",
 }
 
 _NUMBER = r"\s*[-+]?(?:\d[\d,]*\.?\d*(?:e[-+]?\d+)?|nan|inf)%?"
