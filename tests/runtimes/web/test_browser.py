@@ -223,3 +223,33 @@ def test_cli_refuses_what_the_page_cannot_run_and_serves(digits_webgpu, tmp_path
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_text_encoder_kernels_compile_in_chrome(browser, site, tiny_sd_dir):
+    """Chrome's WGSL compiler (Tint) refuses a constant infinity ("value inf cannot be represented as
+    'f32'"), which wgpu's accepts: the text encoder's masked softmax needs one. Every program of the tiny
+    SD text encoder's webgpu plan must compile in the page."""
+    from edgegen.converters import capture, gpu, lower, sd, source
+    from edgegen.core.targets import get_target
+    from edgegen.runtimes.launch_plan import split_programs
+
+    index = source.read_model_index(tiny_sd_dir)
+    cap = sd.plan(tiny_sd_dir, index).components["text_encoder"]
+    target = get_target("webgpu")
+    lowered = lower.to_relax(capture.export(cap), len(cap.inputs), "text_encoder")
+    built = gpu.lower_to_plan(lowered, list(cap.inputs), cap.outputs, lower.resolve_target(target.tvm_target),
+                              gpu.limits_of(target.profile), target.backend, precision="fp32")
+    programs = split_programs(built.source)
+    assert any("edgegen_inf_bits" in p for p in programs.values())     # the case this test is about
+    url, _ = site
+    browser.navigate(url + "index.html")
+    errors = browser.evaluate(f"""(async () => {{
+        const adapter = await navigator.gpu.requestAdapter(); const device = await adapter.requestDevice();
+        const programs = {json.dumps(programs)}; const errors = {{}};
+        for (const [name, code] of Object.entries(programs)) {{
+            const info = await device.createShaderModule({{code}}).getCompilationInfo();
+            const bad = info.messages.filter(m => m.type === 'error').map(m => m.message);
+            if (bad.length) errors[name] = bad;
+        }}
+        return errors; }})()""", timeout=120)
+    assert errors == {}, errors
