@@ -288,6 +288,11 @@ static eg_status denoise(eg_pipeline *p, const int32_t *labels, const float *noi
     if (!inp || !scaled || !ts || !out || !guided || !y) { st = eg_fail(err, errlen, EG_ERR_MEMORY, "out of memory"); goto done; }
     if (eg_scheduler_open(p->scheduler_config, p->scheduler_len, pr->o->scheduler, &s, err, errlen) ||
         eg_scheduler_set_timesteps(s, steps, err, errlen)) { st = EG_ERR_ARGUMENT; goto done; }
+    if (eg_scheduler_needs_noise(s)) {
+        st = eg_fail(err, errlen, EG_ERR_ARGUMENT, "this scheduler adds noise at each step, which class-conditional "
+                     "pipelines do not draw; use ddim, euler or dpm");
+        goto done;
+    }
     for (int i = 0; i < n; i++) { y[i] = labels[i]; y[n + i] = p->null_class; }
     float sigma = eg_scheduler_init_noise_sigma(s);
     for (size_t k = 0; k < half; k++) x[k] = noise[k] * sigma;
@@ -311,7 +316,7 @@ static eg_status denoise(eg_pipeline *p, const int32_t *labels, const float *noi
                 float cond = out[(size_t)b * cout * hw + k], uncond = out[(size_t)(n + b) * cout * hw + k];
                 guided[(size_t)b * per + k] = guidance > 1 ? uncond + guidance * (cond - uncond) : cond;
             }
-        eg_scheduler_step(s, guided, i, x, x, half);
+        if (eg_scheduler_step(s, guided, i, x, NULL, x, half)) { st = eg_fail(err, errlen, EG_ERR_MEMORY, "out of memory"); goto done; }
         pr->done++;
         if (pr->o->callback && pr->o->callback(pr->o->user, pr->done, pr->total, t)) {
             st = eg_fail(err, errlen, EG_ERR_CANCELLED, "cancelled by the step callback");
@@ -420,7 +425,12 @@ eg_status eg_pipeline_text_to_image(eg_pipeline *p, const eg_text_options *o, ui
             float uncond = noise[k], cond = noise[n + k];
             guided[k] = guidance > 1 ? uncond + guidance * (cond - uncond) : cond;
         }
-        eg_scheduler_step(s, guided, i, latents, latents, n);
+        if (eg_scheduler_needs_noise(s))
+            eg_step_noise_fill(o->seed, i, x, n);  /* x is free once the UNet has its input */
+        if (eg_scheduler_step(s, guided, i, latents, eg_scheduler_needs_noise(s) ? x : NULL, latents, n)) {
+            st = eg_fail(err, errlen, EG_ERR_MEMORY, "out of memory");
+            goto done;
+        }
         if (o->callback && o->callback(o->user, i + 1, count, t)) {
             st = eg_fail(err, errlen, EG_ERR_CANCELLED, "cancelled by the step callback");
             goto done;
