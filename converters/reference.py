@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler"}
+SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler", "lcm": "LCMScheduler",
+                     "euler_a": "EulerAncestralDiscreteScheduler", "dpm": "DPMSolverMultistepScheduler"}
 
 
 def make_torch_scheduler(config: dict, override: str | None = None):

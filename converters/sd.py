@@ -35,8 +35,22 @@ def _write_tokenizer(writer, tok) -> dict:
             "eos_token": str(tok.eos_token), "pad_token": str(tok.pad_token), "unk_token": str(tok.unk_token)}
 
 
+GUIDANCE_MODES = ("cfg", "none")
+DISTILLED_SCHEDULERS = {"LCMScheduler": 4}   # few-step samplers whose folders default to no CFG: class -> steps
+
+
+def guidance_mode(scheduler_config: dict, guidance: str | None) -> str:
+    """'cfg' (UNet at batch 2: unconditional and conditional) or 'none' (batch 1, for distilled models
+    sampled at guidance <= 1); None takes the folder's default: 'none' for an LCM scheduler."""
+    if guidance is None:
+        return "none" if scheduler_config.get("_class_name") in DISTILLED_SCHEDULERS else "cfg"
+    if guidance not in GUIDANCE_MODES:
+        raise ValueError(f"guidance must be one of {GUIDANCE_MODES}, got {guidance!r}")
+    return guidance
+
+
 def plan(root: Path, index: dict, height: int | None = None, width: int | None = None,
-         batch: int | None = None) -> Plan:
+         batch: int | None = None, guidance: str | None = None) -> Plan:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -59,23 +73,27 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
         raise ValueError(f"height and width must be multiples of {factor * 4} for this model, got {height}x{width}")
 
     # realistic example inputs: a tokenized prompt, its embeddings, seeded latents of the artifact's shape
+    scheduler_config = source.read_scheduler_config(root)
+    mode = guidance_mode(scheduler_config, guidance)
+    prompts = ["", CALIBRATION_PROMPT] if mode == "cfg" else [CALIBRATION_PROMPT]
     rng = np.random.default_rng(0)
-    ids = tok(["", CALIBRATION_PROMPT], padding="max_length", max_length=tok.model_max_length,
+    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length,
               truncation=True, return_tensors="np").input_ids
     with torch.no_grad():
         emb = text_encoder(torch.from_numpy(ids.astype(np.int64)), return_dict=False)[0].numpy()
     latent = (1, unet.config.in_channels, height // factor, width // factor)
-    x = rng.standard_normal((2, *latent[1:]), dtype=np.float32)
+    x = rng.standard_normal((len(prompts), *latent[1:]), dtype=np.float32)
     components = {
         "text_encoder": capture.clip_text_encoder(text_encoder, ids),
-        "unet": capture.unet2d_condition(unet, x, np.array([500.0, 500.0], np.float32), emb),
+        "unet": capture.unet2d_condition(unet, x, np.full(len(prompts), 500.0, np.float32), emb),
         "vae_decoder": capture.vae_decoder(vae, rng.standard_normal(latent, dtype=np.float32)),
     }
     components["text_encoder"].ranges["input_ids"] = (0, text_encoder.config.vocab_size - 1)
-    scheduler_config = source.read_scheduler_config(root)
-
     pipeline = {"kind": KIND, "height": height, "width": width, "latent_shape": list(latent),
-                "vae_scaling_factor": float(vae.config.scaling_factor)}
+                "vae_scaling_factor": float(vae.config.scaling_factor), "guidance": mode}
+    if mode == "none":
+        steps = DISTILLED_SCHEDULERS.get(scheduler_config.get("_class_name"))
+        pipeline["sampling"] = {"guidance_scale": 1.0, **({"steps": steps} if steps else {})}
     runs = calibrate.StableDiffusionRuns(root, height, width)
     return Plan(components=components, pipeline=pipeline, scheduler_config=scheduler_config,
                 write_extra=lambda writer: {"tokenizer": _write_tokenizer(writer, tok)},

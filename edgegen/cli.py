@@ -27,7 +27,8 @@ def cmd_build(args) -> int:
     report = build(args.model_dir, args.out, target=args.target, height=args.height, width=args.width,
                    batch=args.batch, overwrite=args.overwrite, progress=_progress(args),
                    quant=args.quant, attention=args.attention, minimum_ios=args.min_ios,
-                   chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb, precision=args.precision)
+                   chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb, precision=args.precision,
+                   **({"guidance": args.guidance} if args.guidance else {}))
     result = _quant_final_check(args, report) if args.quant and args.final_check else None
     if args.sign:
         from edgegen.core.signing import sign
@@ -354,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPU targets: fp16 stores activations and float weights as float16, and computes in float16 "
                         "where the device can (accumulators in float32); default fp16 on adreno, mali and metal, "
                         "fp32 on opencl and webgpu")
+    b.add_argument("--guidance", choices=["cfg", "none"],
+                   help="text-to-image: 'none' builds the UNet at batch 1 for distilled models sampled without "
+                        "classifier-free guidance (LCM, Turbo); default: 'none' for an LCM scheduler, else 'cfg'")
     b.add_argument("--attention", choices=["original", "split-einsum"], default="original",
                    help="coreml: attention layout (split-einsum suits the Apple Neural Engine)")
     b.add_argument("--min-ios", type=int, choices=[16, 17, 18], default=16, help="coreml: minimum iOS version")
@@ -371,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--steps", type=int, help="denoising steps (default: the model's, 20 for Stable Diffusion)")
         p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--scheduler", choices=["ddim", "euler"], help="override the artifact's scheduler")
+        p.add_argument("--scheduler", choices=["ddim", "euler", "lcm", "euler_a", "dpm"],
+                       help="override the artifact's scheduler")
         p.add_argument("--json", action="store_true")
 
     def runtime(p):

@@ -7,7 +7,9 @@ denoising step, and the final image's PSNR; gates are the named thresholds.
 
 from __future__ import annotations
 
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +110,7 @@ def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut rid
         if rt.artifact.pipeline["kind"] == "class-conditional-dit":
             report = _validate_dit(rt, model_dir, num_inference_steps, guidance_scale, seed, scheduler, progress)
         else:
-            guidance = 7.5 if guidance_scale is None else guidance_scale
+            guidance = rt.default_guidance if guidance_scale is None else guidance_scale
             report = _validate_sd(rt, model_dir, prompt, negative_prompt, num_inference_steps, guidance, seed,
                                   scheduler, progress)
         if trace or report.first_nonfinite_step is not None or not all(np.isfinite(list(report.components.values()))):
@@ -198,16 +200,17 @@ def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
     latents = np.random.default_rng(seed).standard_normal(rt.latent_shape, dtype=np.float32)
-    ids = rt.tokenizer([negative_prompt, prompt])
-    ref_ids = ref.tokenizer([negative_prompt, prompt], padding="max_length", max_length=rt.tokenizer.max_length,
+    prompts = [negative_prompt, prompt] if rt.cfg else [prompt]   # the text encoder's and UNet's batch
+    ids = rt.tokenizer(prompts)
+    ref_ids = ref.tokenizer(prompts, padding="max_length", max_length=rt.tokenizer.max_length,
                             truncation=True, return_tensors="np").input_ids
     components = {}
     with torch.no_grad():
         emb_ref = ref.text_encoder(t(ref_ids.astype(np.int64)), return_dict=False)[0].cpu().numpy()
         emb_rt = rt.sessions["text_encoder"].run(input_ids=ref_ids.astype(np.int32))["last_hidden_state"]
         components["text_encoder"] = psnr(emb_ref, emb_rt)
-        x2 = np.concatenate([latents, latents])
-        ts = np.full((2,), 500.0, np.float32)
+        x2 = np.concatenate([latents] * len(prompts))
+        ts = np.full((len(prompts),), 500.0, np.float32)
         unet_ref = ref.unet(t(x2), t(ts), encoder_hidden_states=t(emb_ref), return_dict=False)[0].cpu().numpy()
         unet_rt = rt.sessions["unet"].run(sample=x2, timestep=ts, encoder_hidden_states=emb_ref)["out_sample"]
         components["unet"] = psnr(unet_ref, unet_rt)
@@ -219,17 +222,18 @@ def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference
         ref_step(i, timestep, kwargs["latents"].detach().cpu().numpy())
         return kwargs
 
-    ref_out = ref(prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
-                  guidance_scale=guidance_scale, latents=t(latents), height=rt.height, width=rt.width,
-                  output_type="latent", callback_on_step_end=on_step,
-                  callback_on_step_end_tensor_inputs=["latents"])
+    with scheduler_noise(ref.scheduler, seed):
+        ref_out = ref(prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
+                      guidance_scale=guidance_scale, latents=t(latents), height=rt.height, width=rt.width,
+                      output_type="latent", callback_on_step_end=on_step,
+                      callback_on_step_end_tensor_inputs=["latents"])
     ref_latents = ref_out.images.cpu().numpy()
 
     rt_steps: list[np.ndarray] = []
     emb = rt.encode_prompt(prompt, negative_prompt)
     rt_latents = rt.denoise(emb, latents, num_inference_steps, guidance_scale, scheduler,
                             callback=step_reporter(num_inference_steps, lambda i, ts_, lat: rt_steps.append(lat),
-                                                   progress, ARTIFACT))
+                                                   progress, ARTIFACT), seed=seed)
     steps = [psnr(a, b) for a, b in zip(ref_steps, rt_steps)]
     nonfinite = next((i for i, lat in enumerate(rt_steps) if not np.all(np.isfinite(lat))), None)
 
@@ -246,6 +250,32 @@ def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference
                             component_inputs=inputs,
                             tokens_match=bool(np.array_equal(ids, ref_ids.astype(ids.dtype))), device=device,
                             first_nonfinite_step=nonfinite, reference_image=img_ref, artifact_image=img_rt)
+
+
+@contextmanager
+def scheduler_noise(scheduler, seed: int):
+    """While active, a diffusers scheduler that adds noise inside step() (LCM, Euler ancestral) draws,
+    at step index i, the noise edgegen's runtime draws there (noise.step_noise(seed, i)) instead of
+    torch's: both sides then sample from the same draws. A deterministic scheduler is left alone."""
+    import torch
+
+    from edgegen.runtimes.noise import step_noise
+
+    module = sys.modules[type(scheduler).__module__]
+    original = getattr(module, "randn_tensor", None)
+    if original is None:
+        yield
+        return
+
+    def draw(shape, generator=None, device=None, dtype=None, **_):
+        index = int(scheduler.step_index)
+        return torch.from_numpy(step_noise(seed, index, tuple(shape))).to(device=device, dtype=dtype)
+
+    module.randn_tensor = draw
+    try:
+        yield
+    finally:
+        module.randn_tensor = original
 
 
 def write_report(report: ValidationReport, out_dir, title: str = "edgegen validate") -> Path:

@@ -1,8 +1,13 @@
 """Text-to-image with a Stable-Diffusion-shaped artifact: tokenizer, text encoder,
-UNet with classifier-free guidance, VAE decoder. numpy plus the backends only."""
+UNet with classifier-free guidance, VAE decoder. numpy plus the backends only.
+
+An artifact built with `guidance: "none"` (distilled few-step models: LCM, Turbo) has its
+text encoder and UNet at batch 1: one UNet call per step, no negative prompt, and a
+guidance_scale above 1 is refused rather than silently ignored."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -12,7 +17,7 @@ from edgegen.core.artifact import Artifact
 from edgegen.core.errors import InputError
 
 from .image import to_pil, to_uint8
-from .noise import normal
+from .noise import normal, step_noise
 from .schedulers import make_scheduler, read_scheduler_config
 from .tokenizer import CLIPTokenizer
 
@@ -46,25 +51,45 @@ class StableDiffusionPipeline:
         self.latent_shape = tuple(cfg["latent_shape"])
         self.scaling_factor = float(cfg["vae_scaling_factor"])
         self.height, self.width = cfg["height"], cfg["width"]
+        self.cfg = cfg.get("guidance", "cfg") == "cfg"   # False: batch-1 text encoder and UNet, no CFG
+        sampling = cfg.get("sampling", {})
+        self.default_steps = int(sampling.get("steps", DEFAULT_STEPS))
+        self.default_guidance = float(sampling.get("guidance_scale", DEFAULT_GUIDANCE if self.cfg else 1.0))
+
+    def check_guidance(self, guidance_scale: float) -> None:
+        if not self.cfg and guidance_scale > 1:
+            raise InputError(f"guidance_scale {guidance_scale:g}: this artifact was built without classifier-free "
+                             f"guidance (--guidance none: a batch-1 UNet); use a guidance_scale <= 1, or rebuild "
+                             f"with --guidance cfg.")
 
     def encode_prompt(self, prompt: str, negative_prompt: str) -> np.ndarray:
-        ids = self.tokenizer([negative_prompt, prompt])
+        ids = self.tokenizer([negative_prompt, prompt] if self.cfg else [prompt])
         return self.sessions["text_encoder"].run(input_ids=ids)["last_hidden_state"]
 
     def denoise(self, embeddings: np.ndarray, latents: np.ndarray, steps: int, guidance_scale: float,
-                scheduler=None, callback=None) -> np.ndarray:
+                scheduler=None, callback=None, seed: int | None = None, start: int = 0) -> np.ndarray:
+        """`latents` are scaled by the scheduler's init_noise_sigma where `start` is 0; img2img passes
+        noised latents and the step index to start from. `seed` draws the noise of samplers that add
+        it at each step (noise.step_noise; a fresh seed where None)."""
+        self.check_guidance(guidance_scale)
         sched = make_scheduler(self.scheduler_config, scheduler)
         sched.set_timesteps(steps)
-        latents = latents * np.float32(sched.init_noise_sigma)
+        if start == 0:
+            latents = latents * np.float32(sched.init_noise_sigma)
+        if sched.needs_noise and seed is None:
+            seed = secrets.randbits(64)
         unet = self.sessions["unet"]
-        for i, t in enumerate(sched.timesteps):
+        batch = 2 if self.cfg else 1
+        for i in range(start, len(sched.timesteps)):
+            t = sched.timesteps[i]
             x = sched.scale_model_input(latents, i)
-            x2 = np.concatenate([x, x]).astype(np.float32)
-            tt = np.full((2,), t, dtype=np.float32)
-            noise = unet.run(sample=x2, timestep=tt, encoder_hidden_states=embeddings)["out_sample"]
-            uncond, cond = noise[:1], noise[1:]
+            xb = np.concatenate([x] * batch).astype(np.float32)
+            tt = np.full((batch,), t, dtype=np.float32)
+            noise = unet.run(sample=xb, timestep=tt, encoder_hidden_states=embeddings)["out_sample"]
+            uncond, cond = noise[:1], noise[-1:]
             guided = uncond + np.float32(guidance_scale) * (cond - uncond) if guidance_scale > 1 else cond
-            latents = sched.step(guided, i, latents)
+            drawn = step_noise(seed, i, latents.shape) if sched.needs_noise else None
+            latents = sched.step(guided, i, latents, noise=drawn)
             if callback is not None:
                 callback(i, t, latents)
         return latents
@@ -79,10 +104,16 @@ class StableDiffusionPipeline:
                  progress=None) -> PipelineOutput:
         """`callback(i, t, latents)` after each step; `progress(event, stage, value)` sees the
         denoising steps ("steps", "denoise", total), then ("step", "denoise", done) after each."""
-        num_inference_steps = num_inference_steps or DEFAULT_STEPS
-        guidance_scale = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
+        num_inference_steps = num_inference_steps or self.default_steps
+        guidance_scale = self.default_guidance if guidance_scale is None else guidance_scale
         if not isinstance(prompt, str):
             raise InputError("prompt must be one string: this artifact is built for one image per call.")
+        if not self.cfg and negative_prompt:
+            raise InputError("negative_prompt: this artifact was built without classifier-free guidance "
+                             "(--guidance none), which has no negative branch; rebuild with --guidance cfg.")
+        self.check_guidance(guidance_scale)
+        if seed is None:
+            seed = secrets.randbits(64)
         if latents is None:
             latents = normal(seed, self.latent_shape)
         elif tuple(latents.shape) != self.latent_shape:
@@ -94,7 +125,7 @@ class StableDiffusionPipeline:
         timings["text_encoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         final = self.denoise(emb, latents.astype(np.float32), num_inference_steps, guidance_scale,
-                             scheduler, step_reporter(num_inference_steps, callback, progress))
+                             scheduler, step_reporter(num_inference_steps, callback, progress), seed=seed)
         timings["denoise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         images = to_uint8(self.decode(final))

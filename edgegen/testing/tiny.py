@@ -90,12 +90,13 @@ SHAPES = {
 def make_tiny_sd_pipeline(path: str | Path, seed: int = 0, scheduler: str = "ddim",
                           sample_size: int | None = None, shape: str = "tiny") -> Path:
     """Write a Stable-Diffusion-shaped pipeline folder with random weights to `path` and return it
-    (`shape`: a key of SHAPES)."""
+    (`shape`: a key of SHAPES; `scheduler`: ddim, euler, lcm, euler_a or dpm, on SD's beta schedule)."""
     import tempfile
 
     import torch
-    from diffusers import (AutoencoderKL, DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
+    from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler,
+                           EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LCMScheduler,
+                           StableDiffusionPipeline, UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     cfg = SHAPES[shape]
@@ -112,7 +113,8 @@ def make_tiny_sd_pipeline(path: str | Path, seed: int = 0, scheduler: str = "ddi
     unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, **cfg["unet"])
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=sample_size * 2 ** (
         len(cfg["vae"]["block_out_channels"]) - 1), **cfg["vae"])
-    sched_cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}[scheduler]
+    sched_cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "lcm": LCMScheduler,
+                 "euler_a": EulerAncestralDiscreteScheduler, "dpm": DPMSolverMultistepScheduler}[scheduler]
     extra = {"clip_sample": False, "set_alpha_to_one": False} if scheduler == "ddim" else {}
     sched = sched_cls(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                       steps_offset=1, **extra)
