@@ -309,7 +309,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
           width: int | None = None, batch: int | None = None, overwrite: bool = False, progress=None,
           parity_db: float = COMPONENT_PSNR_DB, quant: str | None = None, attention: str = "original",
           minimum_ios: int = 16, chunk_mb: float | None = 1000.0, execute: bool = True,
-          precision: str | None = None, guidance: str | None = None) -> BuildReport:
+          precision: str | None = None, guidance: str | None = None, img2img: bool = False) -> BuildReport:
     """Build a diffusers pipeline folder into an artifact at `out`.
 
     quant: a scheme of edgegen.core.quant (onnx and coreml targets map it onto their tools).
@@ -322,7 +322,8 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     execute=False: GPU kernels are generated and guarded but not run on this machine's device
     (benchmarks of shapes too big for PoCL); their parity is then recorded as not measured.
     guidance: text-to-image families: "cfg" or "none" (batch-1 UNet for distilled models); None takes
-    the folder's default (see converters/sd.py guidance_mode)."""
+    the folder's default (see converters/sd.py guidance_mode). img2img: text-to-image families also
+    build the VAE encoder, for image-to-image runs."""
     t_start = time.perf_counter()
     tgt = get_target(target)
     scheme = parse_scheme(quant) if quant else None
@@ -351,10 +352,11 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     options = {"attention": attention, "minimum_ios": minimum_ios, "chunk_mb": chunk_mb, "execute": execute,
                "precision": precision or tgt.profile.default_precision,
                "folder": "Resources" if family is sd else "coreml"}
-    extra = {} if guidance is None else {"guidance": guidance}
-    if extra and "guidance" not in inspect.signature(family.plan).parameters:
-        raise ValueError(f"--guidance applies to text-to-image pipelines; {index.get('_class_name')} has no "
-                         f"classifier-free guidance choice at build time.")
+    extra = {**({} if guidance is None else {"guidance": guidance}), **({"img2img": True} if img2img else {})}
+    for option in extra:
+        if option not in inspect.signature(family.plan).parameters:
+            raise ValueError(f"--{option} applies to text-to-image pipelines; {index.get('_class_name')} has no "
+                             f"such choice at build time.")
     stages = _Stages(progress)
     with ArtifactWriter(out, overwrite=overwrite) as writer:
         plan = stages.run("load pipeline", family.plan, model_dir, index, height=height, width=width, batch=batch,

@@ -50,6 +50,14 @@ def vae_decoder(model, latents: np.ndarray) -> Captured:
                     {"latent_sample": latents.astype(np.float32)}, ["sample"])
 
 
+def vae_encoder(model, image: np.ndarray) -> Captured:
+    """AutoencoderKL's encoder to its posterior's moments [N, 2C, h, w] (mean, then log-variance): the
+    runtime samples the posterior itself, from the seed."""
+    wrapper = _wrap(lambda m, x: m.encode(x, return_dict=False)[0].parameters)
+    return Captured(type(model).__name__ + ".encoder", wrapper(model).eval(), {"sample": image.astype(np.float32)},
+                    ["moments"])
+
+
 def run_torch(captured: Captured) -> dict[str, np.ndarray]:
     """The reference outputs: the captured module run eagerly in fp32 torch."""
     import torch

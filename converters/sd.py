@@ -50,7 +50,8 @@ def guidance_mode(scheduler_config: dict, guidance: str | None) -> str:
 
 
 def plan(root: Path, index: dict, height: int | None = None, width: int | None = None,
-         batch: int | None = None, guidance: str | None = None) -> Plan:
+         batch: int | None = None, guidance: str | None = None, img2img: bool = False) -> Plan:
+    """img2img: also build the VAE encoder (component vae_encoder), for image-to-image runs."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -88,6 +89,9 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
         "unet": capture.unet2d_condition(unet, x, np.full(len(prompts), 500.0, np.float32), emb),
         "vae_decoder": capture.vae_decoder(vae, rng.standard_normal(latent, dtype=np.float32)),
     }
+    if img2img:
+        image = rng.uniform(-1, 1, (1, 3, height, width)).astype(np.float32)
+        components["vae_encoder"] = capture.vae_encoder(vae, image)
     components["text_encoder"].ranges["input_ids"] = (0, text_encoder.config.vocab_size - 1)
     pipeline = {"kind": KIND, "height": height, "width": width, "latent_shape": list(latent),
                 "vae_scaling_factor": float(vae.config.scaling_factor), "guidance": mode}

@@ -126,6 +126,11 @@ class DDIM:
     def scale_model_input(self, sample: np.ndarray, index: int) -> np.ndarray:
         return sample
 
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
+        """x0 noised to the timestep of step `index` (img2img's first step), as diffusers' add_noise."""
+        a = np.float32(self.alphas_cumprod[int(self.timesteps[index])])
+        return (a**0.5 * x0 + (np.float32(1.0) - a) ** 0.5 * noise).astype(np.float32)
+
     def step(self, model_output: np.ndarray, index: int, sample: np.ndarray, noise=None) -> np.ndarray:
         t = int(self.timesteps[index])
         prev = t - self._ratio
@@ -177,6 +182,10 @@ class EulerDiscrete:
     def scale_model_input(self, sample: np.ndarray, index: int) -> np.ndarray:
         sigma = self.sigmas[index]
         return (sample / ((sigma**2 + 1) ** 0.5)).astype(np.float32)
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
+        """x0 noised to sigma of step `index` (img2img's first step), as diffusers' add_noise."""
+        return (x0 + noise * self.sigmas[index]).astype(np.float32)
 
     def step(self, model_output: np.ndarray, index: int, sample: np.ndarray, noise=None) -> np.ndarray:
         sigma = self.sigmas[index]
@@ -234,6 +243,11 @@ class LCM:
 
     def scale_model_input(self, sample: np.ndarray, index: int) -> np.ndarray:
         return sample
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
+        """x0 noised to the timestep of step `index` (img2img's first step), as diffusers' add_noise."""
+        a = np.float32(self.alphas_cumprod[int(self.timesteps[index])])
+        return (a**0.5 * x0 + (np.float32(1.0) - a) ** 0.5 * noise).astype(np.float32)
 
     def step(self, model_output: np.ndarray, index: int, sample: np.ndarray, noise=None) -> np.ndarray:
         t = int(self.timesteps[index])
@@ -364,6 +378,11 @@ class DPMSolverMultistep:
 
     def scale_model_input(self, sample: np.ndarray, index: int) -> np.ndarray:
         return sample
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
+        """x0 noised to sigma of step `index` (img2img's first step), as diffusers' add_noise."""
+        alpha, sigma = self._alpha_sigma(self.sigmas[index])
+        return (alpha * x0 + sigma * noise).astype(np.float32)
 
     @staticmethod
     def _alpha_sigma(sigma):

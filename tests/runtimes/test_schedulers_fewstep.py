@@ -91,3 +91,25 @@ def test_lcm_steps_beyond_its_schedule():
     sched = make_scheduler({"_class_name": "LCMScheduler", "original_inference_steps": 8})
     with pytest.raises(ValueError, match="original_inference_steps"):
         sched.set_timesteps(9)
+
+
+@pytest.mark.parametrize("cls_name,options", [("DDIMScheduler", SD), ("EulerDiscreteScheduler", SD),
+                                              ("LCMScheduler", SD), ("EulerAncestralDiscreteScheduler", SD),
+                                              ("DPMSolverMultistepScheduler", {**SD, "use_karras_sigmas": True})])
+@pytest.mark.parametrize("steps,strength", [(10, 0.6), (4, 0.5), (20, 0.3)])
+def test_add_noise_matches_diffusers_img2img_start(cls_name, options, steps, strength):
+    """img2img: the image latents noised to the first step that strength keeps, as diffusers' pipeline does."""
+    import diffusers
+    import torch
+
+    ref = getattr(diffusers, cls_name)(**options)
+    ours = make_scheduler(dict(ref.config, _class_name=cls_name))
+    ref.set_timesteps(steps)
+    ours.set_timesteps(steps)
+    start = steps - min(int(steps * strength), steps)
+    if hasattr(ref, "set_begin_index"):
+        ref.set_begin_index(start)
+    rng = np.random.default_rng(steps)
+    x0, noise = rng.standard_normal((2, 1, 4, 8, 8), dtype=np.float32)
+    want = ref.add_noise(torch.from_numpy(x0), torch.from_numpy(noise), ref.timesteps[start:start + 1]).numpy()
+    np.testing.assert_allclose(ours.add_noise(x0, noise, start), want, rtol=1e-5, atol=1e-5)
