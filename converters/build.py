@@ -309,7 +309,8 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
           width: int | None = None, batch: int | None = None, overwrite: bool = False, progress=None,
           parity_db: float = COMPONENT_PSNR_DB, quant: str | None = None, attention: str = "original",
           minimum_ios: int = 16, chunk_mb: float | None = 1000.0, execute: bool = True,
-          precision: str | None = None, guidance: str | None = None, img2img: bool = False) -> BuildReport:
+          precision: str | None = None, guidance: str | None = None, img2img: bool = False,
+          vae: str | Path | None = None) -> BuildReport:
     """Build a diffusers pipeline folder into an artifact at `out`.
 
     quant: a scheme of edgegen.core.quant (onnx and coreml targets map it onto their tools).
@@ -323,7 +324,8 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     (benchmarks of shapes too big for PoCL); their parity is then recorded as not measured.
     guidance: text-to-image families: "cfg" or "none" (batch-1 UNet for distilled models); None takes
     the folder's default (see converters/sd.py guidance_mode). img2img: text-to-image families also
-    build the VAE encoder, for image-to-image runs."""
+    build the VAE encoder, for image-to-image runs. vae: a folder with an AutoencoderTiny (TAESD) or
+    AutoencoderKL, built in place of the pipeline's own VAE."""
     t_start = time.perf_counter()
     tgt = get_target(target)
     scheme = parse_scheme(quant) if quant else None
@@ -352,7 +354,8 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     options = {"attention": attention, "minimum_ios": minimum_ios, "chunk_mb": chunk_mb, "execute": execute,
                "precision": precision or tgt.profile.default_precision,
                "folder": "Resources" if family is sd else "coreml"}
-    extra = {**({} if guidance is None else {"guidance": guidance}), **({"img2img": True} if img2img else {})}
+    extra = {**({} if guidance is None else {"guidance": guidance}), **({"img2img": True} if img2img else {}),
+             **({} if vae is None else {"vae": vae})}
     for option in extra:
         if option not in inspect.signature(family.plan).parameters:
             raise ValueError(f"--{option} applies to text-to-image pipelines; {index.get('_class_name')} has no "

@@ -49,9 +49,13 @@ def dit_sample(transformer, scheduler_config: dict, labels, noise: np.ndarray, s
     return x[:n].numpy()
 
 
-def sd_pipeline(model_dir, scheduler: str | None = None):
+def sd_pipeline(model_dir, scheduler: str | None = None, vae_dir=None):
     """diffusers' StableDiffusionPipeline for a local folder, float32, on CUDA when there is one;
-    returns (pipeline, device)."""
+    returns (pipeline, device). `vae_dir`: a saved VAE (AutoencoderTiny/KL) in place of the folder's."""
+    import json
+    from pathlib import Path
+
+    import diffusers
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -59,9 +63,14 @@ def sd_pipeline(model_dir, scheduler: str | None = None):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with loading_bars_off():
+        swap = {}
+        if vae_dir is not None:
+            cls = json.loads((Path(vae_dir) / "config.json").read_text())["_class_name"]
+            swap["vae"] = getattr(diffusers, cls).from_pretrained(vae_dir, torch_dtype=torch.float32,
+                                                                   local_files_only=True, low_cpu_mem_usage=False)
         pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, local_files_only=True,
                                                        safety_checker=None, requires_safety_checker=False,
-                                                       low_cpu_mem_usage=False)
+                                                       low_cpu_mem_usage=False, **swap)
     pipe.set_progress_bar_config(disable=True)
     if scheduler is not None:
         pipe.scheduler = make_torch_scheduler(pipe.scheduler.config, scheduler)

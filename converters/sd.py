@@ -1,4 +1,5 @@
-"""Family plan: Stable-Diffusion-shaped pipelines (CLIP text encoder, UNet2DCondition, AutoencoderKL)."""
+"""Family plan: Stable-Diffusion-shaped pipelines (CLIP text encoder, UNet2DCondition, AutoencoderKL or
+AutoencoderTiny (TAESD) as the VAE, the folder's own or one swapped in at build time)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from . import calibrate, capture, source
+from edgegen.core.errors import ModelError
+
 from .plan import Plan
 
 PIPELINE_CLASSES = ("StableDiffusionPipeline",)
@@ -16,7 +19,7 @@ OPTIMUM_TASK = "text-to-image"   # --target onnx exports the folder with optimum
 CALIBRATION_PROMPT = "a photo of an astronaut riding a horse on the moon"
 REQUIRED = {
     "unet": ("UNet2DConditionModel", "config.json"),
-    "vae": ("AutoencoderKL", "config.json"),
+    "vae": ("AutoencoderKL or AutoencoderTiny", "config.json"),
     "text_encoder": ("CLIPTextModel", "config.json"),
     "tokenizer": ("CLIPTokenizer", "vocab.json"),
     "scheduler": ("a scheduler config", "scheduler_config.json"),
@@ -49,11 +52,47 @@ def guidance_mode(scheduler_config: dict, guidance: str | None) -> str:
     return guidance
 
 
+VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny")
+
+
+def _load_vae(root: Path, index: dict, vae_dir: str | Path | None):
+    """The folder's VAE, or the one in `vae_dir` (a saved AutoencoderKL/AutoencoderTiny) in its place."""
+    import diffusers
+
+    kw = {"local_files_only": True, "low_cpu_mem_usage": False}
+    if vae_dir is None:
+        cls = index["vae"][1]
+        expected = cls if cls in VAE_CLASSES else VAE_CLASSES[0]
+        return source.load_component(root, index, "vae", expected,
+                                     lambda p: getattr(diffusers, expected).from_pretrained(p, **kw))
+    vae_dir = Path(vae_dir)
+    config = vae_dir / "config.json"
+    if not config.is_file():
+        raise ModelError(f"--vae {vae_dir}: no config.json there; pass a folder saved by diffusers' "
+                         f"AutoencoderTiny or AutoencoderKL (save_pretrained).")
+    cls = json.loads(config.read_text()).get("_class_name")
+    if cls not in VAE_CLASSES:
+        raise ModelError(f"--vae {vae_dir}: a {cls}; edgegen swaps in {' or '.join(VAE_CLASSES)}.")
+    try:
+        return getattr(diffusers, cls).from_pretrained(vae_dir, **kw).float().eval()
+    except Exception as exc:  # diffusers raises many types for bad files
+        raise ModelError(f"--vae {vae_dir}: could not be loaded: {exc}") from exc
+
+
+def _latent_factor(vae) -> int:
+    """Image pixels per latent pixel along each side."""
+    if type(vae).__name__ == "AutoencoderTiny":
+        return vae.config.upsampling_scaling_factor ** (len(vae.config.decoder_block_out_channels) - 1)
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def plan(root: Path, index: dict, height: int | None = None, width: int | None = None,
-         batch: int | None = None, guidance: str | None = None, img2img: bool = False) -> Plan:
-    """img2img: also build the VAE encoder (component vae_encoder), for image-to-image runs."""
+         batch: int | None = None, guidance: str | None = None, img2img: bool = False,
+         vae: str | Path | None = None) -> Plan:
+    """img2img: also build the VAE encoder (component vae_encoder), for image-to-image runs.
+    vae: a folder with an AutoencoderTiny (or AutoencoderKL) to build in place of the folder's VAE."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     if batch not in (None, 1):
@@ -62,12 +101,17 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
     kw = {"local_files_only": True, "low_cpu_mem_usage": False}
     unet = source.load_component(root, index, "unet", "UNet2DConditionModel",
                                  lambda p: UNet2DConditionModel.from_pretrained(p, **kw))
-    vae = source.load_component(root, index, "vae", "AutoencoderKL", lambda p: AutoencoderKL.from_pretrained(p, **kw))
+    vae_dir = vae
+    vae = _load_vae(root, index, vae_dir)
+    tiny_vae = type(vae).__name__ == "AutoencoderTiny"
+    if img2img and tiny_vae:
+        raise ModelError("--img2img with an AutoencoderTiny is not supported yet (its encoder gives latents, not a "
+                         "posterior); build img2img with the folder's AutoencoderKL.")
     text_encoder = source.load_component(root, index, "text_encoder", "CLIPTextModel",
                                          lambda p: CLIPTextModel.from_pretrained(p, local_files_only=True))
     tok = source.load_component(root, index, "tokenizer", "CLIPTokenizer",
                                 lambda p: CLIPTokenizer.from_pretrained(p, local_files_only=True))
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = _latent_factor(vae)
     height = height or unet.config.sample_size * factor
     width = width or unet.config.sample_size * factor
     if height % (factor * 4) or width % (factor * 4):
@@ -94,7 +138,8 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
         components["vae_encoder"] = capture.vae_encoder(vae, image)
     components["text_encoder"].ranges["input_ids"] = (0, text_encoder.config.vocab_size - 1)
     pipeline = {"kind": KIND, "height": height, "width": width, "latent_shape": list(latent),
-                "vae_scaling_factor": float(vae.config.scaling_factor), "guidance": mode}
+                "vae_scaling_factor": float(vae.config.scaling_factor), "guidance": mode,
+                "vae": {"class": type(vae).__name__, **({"source": str(Path(vae_dir).absolute())} if vae_dir else {})}}
     if mode == "none":
         steps = DISTILLED_SCHEDULERS.get(scheduler_config.get("_class_name"))
         pipeline["sampling"] = {"guidance_scale": 1.0, **({"steps": steps} if steps else {})}

@@ -29,7 +29,7 @@ def cmd_build(args) -> int:
                    quant=args.quant, attention=args.attention, minimum_ios=args.min_ios,
                    chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb, precision=args.precision,
                    **({"guidance": args.guidance} if args.guidance else {}),
-                   **({"img2img": True} if args.img2img else {}))
+                   **({"img2img": True} if args.img2img else {}), **({"vae": args.vae} if args.vae else {}))
     result = _quant_final_check(args, report) if args.quant and args.final_check else None
     if args.sign:
         from edgegen.core.signing import sign
@@ -370,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--guidance", choices=["cfg", "none"],
                    help="text-to-image: 'none' builds the UNet at batch 1 for distilled models sampled without "
                         "classifier-free guidance (LCM, Turbo); default: 'none' for an LCM scheduler, else 'cfg'")
+    b.add_argument("--vae", metavar="DIR", help="text-to-image: build this AutoencoderTiny (TAESD) or AutoencoderKL "
+                                                "folder as the decoder, in place of the pipeline's own VAE")
     b.add_argument("--img2img", action="store_true", help="text-to-image: also build the VAE encoder, for "
                                                           "`edgegen run --image`")
     b.add_argument("--attention", choices=["original", "split-einsum"], default="original",

@@ -199,7 +199,9 @@ def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference
     from edgegen.reference import sd_pipeline
     from edgegen.runtimes.stable_diffusion import DEFAULT_STRENGTH, image_input, img2img_start
 
-    ref, device = _stage(progress, "load the torch reference", sd_pipeline, model_dir, scheduler)
+    # an artifact built with `--vae DIR` is compared with the pipeline that has that VAE
+    vae_dir = rt.artifact.pipeline.get("vae", {}).get("source")
+    ref, device = _stage(progress, "load the torch reference", sd_pipeline, model_dir, scheduler, vae_dir)
     img2img = image is not None
     if img2img:
         from diffusers import StableDiffusionImg2ImgPipeline

@@ -87,10 +87,26 @@ SHAPES = {
 }
 
 
+def make_tiny_taesd(path: str | Path, seed: int = 0, downscale: int = 2):
+    """Write a tiny AutoencoderTiny (TAESD-shaped: relu convs, nearest upsampling) with random weights to
+    `path` and return the model; latents are `downscale` times smaller than the image (a power of 2)."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    levels = max(downscale.bit_length() - 1, 0) + 1
+    vae = AutoencoderTiny(encoder_block_out_channels=(16,) * levels, decoder_block_out_channels=(16,) * levels,
+                          num_encoder_blocks=(1,) * levels, num_decoder_blocks=(1,) * levels, latent_channels=4)
+    if path is not None:
+        vae.save_pretrained(path, safe_serialization=True)
+    return vae
+
+
 def make_tiny_sd_pipeline(path: str | Path, seed: int = 0, scheduler: str = "ddim",
-                          sample_size: int | None = None, shape: str = "tiny") -> Path:
+                          sample_size: int | None = None, shape: str = "tiny", vae: str = "kl") -> Path:
     """Write a Stable-Diffusion-shaped pipeline folder with random weights to `path` and return it
-    (`shape`: a key of SHAPES; `scheduler`: ddim, euler, lcm, euler_a or dpm, on SD's beta schedule)."""
+    (`shape`: a key of SHAPES; `scheduler`: ddim, euler, lcm, euler_a or dpm, on SD's beta schedule;
+    `vae`: "kl" (AutoencoderKL) or "tiny" (AutoencoderTiny, make_tiny_taesd))."""
     import tempfile
 
     import torch
@@ -111,8 +127,12 @@ def make_tiny_sd_pipeline(path: str | Path, seed: int = 0, scheduler: str = "ddi
         vocab_size=len(vocab) if shape == "tiny" else 49408, max_position_embeddings=77,
         bos_token_id=vocab[BOS], eos_token_id=vocab[EOS], pad_token_id=vocab[EOS], **cfg["text"]))
     unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, **cfg["unet"])
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=sample_size * 2 ** (
-        len(cfg["vae"]["block_out_channels"]) - 1), **cfg["vae"])
+    factor = 2 ** (len(cfg["vae"]["block_out_channels"]) - 1)
+    if vae == "tiny":
+        vae = make_tiny_taesd(None, seed, factor)
+    else:
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=sample_size * factor,
+                            **cfg["vae"])
     sched_cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "lcm": LCMScheduler,
                  "euler_a": EulerAncestralDiscreteScheduler, "dpm": DPMSolverMultistepScheduler}[scheduler]
     extra = {"clip_sample": False, "set_alpha_to_one": False} if scheduler == "ddim" else {}
