@@ -26,7 +26,7 @@ from edgegen.core.quant import parse as parse_scheme
 from edgegen.core.specs import TensorSpec
 from edgegen.core.targets import GPU_BACKENDS, get_target
 
-from . import capture, dit, lower, quantize, sd, source
+from . import capture, dit, lower, quantize, sd, sdxl, source
 
 # A compiled component must reproduce its torch module at least this well (fp32 build).
 COMPONENT_PSNR_DB = 40.0
@@ -36,7 +36,7 @@ MIXED_MARGIN_DB = 1.5
 # mixed:<dB> measures each layer's sensitivity with the component compiled for the build machine's CPU,
 # so a GPU build searches without a GPU
 MIXED_SEARCH_TARGET = {"kind": "llvm"}
-FAMILIES = {cls: family for family in (sd, dit) for cls in family.PIPELINE_CLASSES}
+FAMILIES = {cls: family for family in (sd, sdxl, dit) for cls in family.PIPELINE_CLASSES}
 
 
 @dataclass

@@ -50,8 +50,8 @@ def dit_sample(transformer, scheduler_config: dict, labels, noise: np.ndarray, s
 
 
 def sd_pipeline(model_dir, scheduler: str | None = None, vae_dir=None):
-    """diffusers' StableDiffusionPipeline for a local folder, float32, on CUDA when there is one;
-    returns (pipeline, device). `vae_dir`: a saved VAE (AutoencoderTiny/KL) in place of the folder's."""
+    """diffusers' pipeline for a local Stable Diffusion (or SDXL) folder, float32, on CUDA when there is
+    one; returns (pipeline, device). `vae_dir`: a saved VAE (AutoencoderTiny/KL) in place of the folder's."""
     import json
     from pathlib import Path
 
@@ -68,9 +68,14 @@ def sd_pipeline(model_dir, scheduler: str | None = None, vae_dir=None):
             cls = json.loads((Path(vae_dir) / "config.json").read_text())["_class_name"]
             swap["vae"] = getattr(diffusers, cls).from_pretrained(vae_dir, torch_dtype=torch.float32,
                                                                    local_files_only=True, low_cpu_mem_usage=False)
-        pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, local_files_only=True,
-                                                       safety_checker=None, requires_safety_checker=False,
-                                                       low_cpu_mem_usage=False, **swap)
+        cls = json.loads((Path(model_dir) / "model_index.json").read_text()).get("_class_name")
+        if cls == "StableDiffusionXLPipeline":
+            pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(
+                model_dir, torch_dtype=torch.float32, local_files_only=True, low_cpu_mem_usage=False, **swap)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                model_dir, torch_dtype=torch.float32, local_files_only=True, safety_checker=None,
+                requires_safety_checker=False, low_cpu_mem_usage=False, **swap)
     pipe.set_progress_bar_config(disable=True)
     if scheduler is not None:
         pipe.scheduler = make_torch_scheduler(pipe.scheduler.config, scheduler)

@@ -26,14 +26,14 @@ REQUIRED = {
 }
 
 
-def _write_tokenizer(writer, tok) -> dict:
-    with open(writer.path("tokenizer/vocab.json"), "w", encoding="utf-8") as f:
+def _write_tokenizer(writer, tok, folder: str = "tokenizer") -> dict:
+    with open(writer.path(f"{folder}/vocab.json"), "w", encoding="utf-8") as f:
         json.dump(tok.encoder, f, ensure_ascii=False)
-    with open(writer.path("tokenizer/merges.txt"), "w", encoding="utf-8") as f:
+    with open(writer.path(f"{folder}/merges.txt"), "w", encoding="utf-8") as f:
         f.write("#version: 0.2\n")
         for a, b in sorted(tok.bpe_ranks, key=tok.bpe_ranks.get):
             f.write(f"{a} {b}\n")
-    return {"vocab": "tokenizer/vocab.json", "merges": "tokenizer/merges.txt",
+    return {"vocab": f"{folder}/vocab.json", "merges": f"{folder}/merges.txt",
             "max_length": int(tok.model_max_length), "bos_token": str(tok.bos_token),
             "eos_token": str(tok.eos_token), "pad_token": str(tok.pad_token), "unk_token": str(tok.unk_token)}
 

@@ -112,6 +112,12 @@ def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut rid
     try:
         if rt.artifact.pipeline["kind"] == "class-conditional-dit":
             report = _validate_dit(rt, model_dir, num_inference_steps, guidance_scale, seed, scheduler, progress)
+        elif rt.artifact.pipeline["kind"] == "stable-diffusion-xl":
+            if image is not None:
+                raise ValueError("img2img validation is for Stable Diffusion 1.x/2.x artifacts; SDXL has none yet.")
+            guidance = rt.default_guidance if guidance_scale is None else guidance_scale
+            report = _validate_sdxl(rt, model_dir, prompt, negative_prompt, num_inference_steps, guidance, seed,
+                                    scheduler, progress)
         else:
             guidance = rt.default_guidance if guidance_scale is None else guidance_scale
             report = _validate_sd(rt, model_dir, prompt, negative_prompt, num_inference_steps, guidance, seed,
@@ -284,6 +290,77 @@ def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference
                             component_inputs=inputs,
                             tokens_match=bool(np.array_equal(ids, ref_ids.astype(ids.dtype))), device=device,
                             first_nonfinite_step=nonfinite, reference_image=img_ref, artifact_image=img_rt)
+
+
+def _validate_sdxl(rt, model_dir, prompt: str, negative_prompt: str, steps: int, guidance_scale: float,
+                   seed: int, scheduler: str | None, progress) -> ValidationReport:
+    """SDXL: both text encoders and the UNet (with its added conditions) on the same inputs, every
+    step's latents and the final image against diffusers' StableDiffusionXLPipeline."""
+    import torch
+
+    from edgegen.reference import sd_pipeline
+
+    vae_dir = rt.artifact.pipeline.get("vae", {}).get("source")
+    ref, device = _stage(progress, "load the torch reference", sd_pipeline, model_dir, scheduler, vae_dir)
+
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    latents = np.random.default_rng(seed).standard_normal(rt.latent_shape, dtype=np.float32)
+    prompts = [negative_prompt, prompt] if rt.cfg else [prompt]
+    components, inputs, ids_match = {}, {}, True
+    hidden = []
+    with torch.no_grad():
+        for name, tok, ref_tok, enc in (("text_encoder", rt.tokenizer, ref.tokenizer, ref.text_encoder),
+                                        ("text_encoder_2", rt.tokenizer_2, ref.tokenizer_2, ref.text_encoder_2)):
+            ids = ref_tok(prompts, padding="max_length", max_length=tok.max_length, truncation=True,
+                          return_tensors="np").input_ids.astype(np.int32)
+            ids_match &= bool(np.array_equal(tok(prompts), ids.astype(np.int32)))
+            out = enc(t(ids.astype(np.int64)), output_hidden_states=True)
+            got = rt.sessions[name].run(input_ids=ids)
+            components[name] = min([psnr(out.hidden_states[-2].cpu().numpy(), got["hidden_states"]),
+                                    *([psnr(out.text_embeds.cpu().numpy(), got["text_embeds"])]
+                                      if "text_embeds" in got else [])])
+            inputs[name] = {"input_ids": ids}
+            hidden.append(out)
+        emb = torch.cat([h.hidden_states[-2] for h in hidden], dim=-1).cpu().numpy()
+        pooled = hidden[1].text_embeds.cpu().numpy()
+        x = np.concatenate([latents] * len(prompts))
+        ts = np.full((len(prompts),), 500.0, np.float32)
+        time_ids = np.tile(rt.time_ids, (len(prompts), 1))
+        unet_in = {"sample": x, "timestep": ts, "encoder_hidden_states": emb, "text_embeds": pooled,
+                   "time_ids": time_ids}
+        unet_ref = ref.unet(t(x), t(ts), encoder_hidden_states=t(emb), return_dict=False,
+                            added_cond_kwargs={"text_embeds": t(pooled), "time_ids": t(time_ids)})[0]
+        components["unet"] = psnr(unet_ref.cpu().numpy(), rt.sessions["unet"].run(**unet_in)["out_sample"])
+        inputs["unet"] = unet_in
+
+    ref_steps: list[np.ndarray] = []
+    ref_step = step_reporter(steps, lambda i, t_, x_: ref_steps.append(x_), progress, REFERENCE)
+
+    def on_step(pipe, i, timestep, kwargs):
+        ref_step(i, timestep, kwargs["latents"].detach().cpu().numpy())
+        return kwargs
+
+    with scheduler_noise(ref.scheduler, seed):
+        ref_latents = ref(prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
+                          guidance_scale=guidance_scale, latents=t(latents), height=rt.height, width=rt.width,
+                          output_type="latent", callback_on_step_end=on_step,
+                          callback_on_step_end_tensor_inputs=["latents"]).images.cpu().numpy()
+    rt_steps: list[np.ndarray] = []
+    rt_latents = rt.denoise(rt.encode_prompt(prompt, negative_prompt), latents, steps, guidance_scale, scheduler,
+                            callback=step_reporter(steps, lambda i, ts_, lat: rt_steps.append(lat), progress,
+                                                   ARTIFACT), seed=seed)
+    with torch.no_grad():
+        dec_ref = ref.vae.decode(t(ref_latents / rt.scaling_factor), return_dict=False)[0].cpu().numpy()
+    components["vae_decoder"] = psnr(dec_ref, rt.decode(ref_latents))
+    inputs["vae_decoder"] = {"latent_sample": (ref_latents / np.float32(rt.scaling_factor)).astype(np.float32)}
+    img_ref, img_rt = _to_image(dec_ref), _to_image(rt.decode(rt_latents))
+    nonfinite = next((i for i, lat in enumerate(rt_steps) if not np.all(np.isfinite(lat))), None)
+    return ValidationReport(components=components, steps=[psnr(a, b) for a, b in zip(ref_steps, rt_steps)],
+                            image_psnr_db=psnr(img_ref, img_rt, peak=1.0), component_inputs=inputs,
+                            tokens_match=ids_match, device=device, first_nonfinite_step=nonfinite,
+                            reference_image=img_ref, artifact_image=img_rt)
 
 
 @contextmanager

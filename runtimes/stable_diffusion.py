@@ -70,8 +70,8 @@ class StableDiffusionPipeline:
                              f"guidance (--guidance none: a batch-1 UNet); use a guidance_scale <= 1, or rebuild "
                              f"with --guidance cfg.")
 
-    def encode_prompt(self, prompt: str, negative_prompt: str) -> np.ndarray:
-        ids = self.tokenizer([negative_prompt, prompt] if self.cfg else [prompt])
+    def encode_prompt(self, prompt: str, negative_prompt: str | None) -> np.ndarray:
+        ids = self.tokenizer([negative_prompt or "", prompt] if self.cfg else [prompt])
         return self.sessions["text_encoder"].run(input_ids=ids)["last_hidden_state"]
 
     def denoise(self, embeddings: np.ndarray, latents: np.ndarray, steps: int, guidance_scale: float,
@@ -98,7 +98,7 @@ class StableDiffusionPipeline:
             x = sched.scale_model_input(latents, i)
             xb = np.concatenate([x] * batch).astype(np.float32)
             tt = np.full((batch,), t, dtype=np.float32)
-            noise = unet.run(sample=xb, timestep=tt, encoder_hidden_states=embeddings)["out_sample"]
+            noise = self.unet_output(unet, embeddings, xb, tt)
             uncond, cond = noise[:1], noise[-1:]
             guided = uncond + np.float32(guidance_scale) * (cond - uncond) if guidance_scale > 1 else cond
             drawn = step_noise(seed, i, latents.shape) if sched.needs_noise else None
@@ -106,6 +106,9 @@ class StableDiffusionPipeline:
             if callback is not None:
                 callback(i, t, latents)
         return latents
+
+    def unet_output(self, unet, embeddings, sample: np.ndarray, timestep: np.ndarray) -> np.ndarray:
+        return unet.run(sample=sample, timestep=timestep, encoder_hidden_states=embeddings)["out_sample"]
 
     def image_noise(self, seed: int) -> np.ndarray:
         """img2img's two draws from the seed: [0] samples the VAE posterior, [1] noises its latents."""
@@ -127,7 +130,7 @@ class StableDiffusionPipeline:
         z = (latents / np.float32(self.scaling_factor)).astype(np.float32)
         return self.sessions["vae_decoder"].run(latent_sample=z)["sample"]
 
-    def __call__(self, prompt: str, negative_prompt: str = "", num_inference_steps: int | None = None,
+    def __call__(self, prompt: str, negative_prompt: str | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, seed: int | None = None, latents: np.ndarray | None = None,
                  scheduler: str | None = None, output_type: str = "pil", callback=None,
                  progress=None, image=None, strength: float | None = None) -> PipelineOutput:
@@ -158,7 +161,7 @@ class StableDiffusionPipeline:
                              f"the artifact was built for {self.height}x{self.width}.")
         timings = {}
         t0 = time.perf_counter()
-        emb = self.encode_prompt(prompt, negative_prompt or "")
+        emb = self.encode_prompt(prompt, negative_prompt)
         timings["text_encoder_s"] = time.perf_counter() - t0
         image_noise = None
         if image is not None:

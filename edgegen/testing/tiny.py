@@ -143,3 +143,35 @@ def make_tiny_sd_pipeline(path: str | Path, seed: int = 0, scheduler: str = "ddi
                                    requires_safety_checker=False)
     pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+def make_tiny_sdxl_pipeline(path: str | Path, seed: int = 0, scheduler: str = "euler", vae: str = "kl") -> Path:
+    """Write an SDXL-shaped pipeline folder (two CLIP text encoders, the second with a projection; a UNet
+    with SDXL's text_time added conditions) with random weights to `path` and return it."""
+    import tempfile
+
+    import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    sd = make_tiny_sd_pipeline(Path(tempfile.mkdtemp()) / "sd", seed=seed, scheduler=scheduler, vae=vae)
+    base = __import__("diffusers").StableDiffusionPipeline.from_pretrained(sd, local_files_only=True)
+    torch.manual_seed(seed + 1)
+    cfg = base.text_encoder.config
+    text_cfg = {k: getattr(cfg, k) for k in ("vocab_size", "max_position_embeddings", "bos_token_id",
+                                             "eos_token_id", "pad_token_id", "hidden_size", "intermediate_size",
+                                             "num_attention_heads", "num_hidden_layers")}
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_cfg, projection_dim=32))
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * cfg.hidden_size, attention_head_dim=(2, 4), norm_num_groups=8,
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=32 + 6 * 8)
+    tokenizer = base.tokenizer
+    pipe = StableDiffusionXLPipeline(vae=base.vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=CLIPTokenizer.from_pretrained(sd / "tokenizer"),
+                                     unet=unet, scheduler=base.scheduler, force_zeros_for_empty_prompt=True)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return Path(path)
