@@ -212,7 +212,12 @@ def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference
     if img2img:
         from diffusers import StableDiffusionImg2ImgPipeline
 
-        ref = StableDiffusionImg2ImgPipeline.from_pipe(ref)
+        from edgegen.core.quiet import log_records_hidden
+
+        # from_pipe moves the shared modules with .to(), which diffusers warns about (they stay float32)
+        with log_records_hidden("diffusers.models.modeling_utils", "There are modules in"):
+            ref = StableDiffusionImg2ImgPipeline.from_pipe(ref)
+        ref.set_progress_bar_config(disable=True)
         strength = DEFAULT_STRENGTH if strength is None else strength
         run_steps = num_inference_steps - img2img_start(num_inference_steps, strength)
     else:
