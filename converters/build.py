@@ -6,6 +6,7 @@ the pipeline class in model_index.json); the loop here is the same for all.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import platform
@@ -25,7 +26,7 @@ from edgegen.core.quant import parse as parse_scheme
 from edgegen.core.specs import TensorSpec
 from edgegen.core.targets import GPU_BACKENDS, get_target
 
-from . import capture, dit, lower, quantize, sd, source
+from . import capture, dit, lower, quantize, sd, sdxl, source
 
 # A compiled component must reproduce its torch module at least this well (fp32 build).
 COMPONENT_PSNR_DB = 40.0
@@ -35,7 +36,7 @@ MIXED_MARGIN_DB = 1.5
 # mixed:<dB> measures each layer's sensitivity with the component compiled for the build machine's CPU,
 # so a GPU build searches without a GPU
 MIXED_SEARCH_TARGET = {"kind": "llvm"}
-FAMILIES = {cls: family for family in (sd, dit) for cls in family.PIPELINE_CLASSES}
+FAMILIES = {cls: family for family in (sd, sdxl, dit) for cls in family.PIPELINE_CLASSES}
 
 
 @dataclass
@@ -308,7 +309,8 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
           width: int | None = None, batch: int | None = None, overwrite: bool = False, progress=None,
           parity_db: float = COMPONENT_PSNR_DB, quant: str | None = None, attention: str = "original",
           minimum_ios: int = 16, chunk_mb: float | None = 1000.0, execute: bool = True,
-          precision: str | None = None) -> BuildReport:
+          precision: str | None = None, guidance: str | None = None, img2img: bool = False,
+          vae: str | Path | None = None) -> BuildReport:
     """Build a diffusers pipeline folder into an artifact at `out`.
 
     quant: a scheme of edgegen.core.quant (onnx and coreml targets map it onto their tools).
@@ -319,7 +321,11 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     has it, accumulators in float32) or "fp32"; None takes the device profile's default (fp16 on adreno,
     mali and metal).
     execute=False: GPU kernels are generated and guarded but not run on this machine's device
-    (benchmarks of shapes too big for PoCL); their parity is then recorded as not measured."""
+    (benchmarks of shapes too big for PoCL); their parity is then recorded as not measured.
+    guidance: text-to-image families: "cfg" or "none" (batch-1 UNet for distilled models); None takes
+    the folder's default (see converters/sd.py guidance_mode). img2img: text-to-image families also
+    build the VAE encoder, for image-to-image runs. vae: a folder with an AutoencoderTiny (TAESD) or
+    AutoencoderKL, built in place of the pipeline's own VAE."""
     t_start = time.perf_counter()
     tgt = get_target(target)
     scheme = parse_scheme(quant) if quant else None
@@ -348,9 +354,16 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     options = {"attention": attention, "minimum_ios": minimum_ios, "chunk_mb": chunk_mb, "execute": execute,
                "precision": precision or tgt.profile.default_precision,
                "folder": "Resources" if family is sd else "coreml"}
+    extra = {**({} if guidance is None else {"guidance": guidance}), **({"img2img": True} if img2img else {}),
+             **({} if vae is None else {"vae": vae})}
+    for option in extra:
+        if option not in inspect.signature(family.plan).parameters:
+            raise ValueError(f"--{option} applies to text-to-image pipelines; {index.get('_class_name')} has no "
+                             f"such choice at build time.")
     stages = _Stages(progress)
     with ArtifactWriter(out, overwrite=overwrite) as writer:
-        plan = stages.run("load pipeline", family.plan, model_dir, index, height=height, width=width, batch=batch)
+        plan = stages.run("load pipeline", family.plan, model_dir, index, height=height, width=width, batch=batch,
+                          **extra)
         if tgt.backend == "onnxruntime" and getattr(family, "OPTIMUM_TASK", None):
             from . import onnx_export
 

@@ -37,6 +37,30 @@ def clip_text_encoder(model, input_ids: np.ndarray) -> Captured:
                     {"input_ids": input_ids.astype(np.int32)}, ["last_hidden_state"])
 
 
+def clip_text_encoder_penultimate(model, input_ids: np.ndarray) -> Captured:
+    """SDXL's text encoders: the penultimate layer's hidden states, and with a projection
+    (CLIPTextModelWithProjection) the pooled, projected text embeddings too."""
+    projected = hasattr(model, "text_projection")
+
+    def run(m, ids):
+        out = m(ids, output_hidden_states=True, return_dict=True)
+        return (out.hidden_states[-2], out.text_embeds) if projected else out.hidden_states[-2]
+
+    return Captured(type(model).__name__, _wrap(run)(model).eval(), {"input_ids": input_ids.astype(np.int32)},
+                    ["hidden_states", "text_embeds"] if projected else ["hidden_states"])
+
+
+def unet2d_condition_xl(model, sample: np.ndarray, timestep: np.ndarray, embeddings: np.ndarray,
+                        text_embeds: np.ndarray, time_ids: np.ndarray) -> Captured:
+    """SDXL's UNet: the added conditions (pooled text embeddings, size and crop time ids) as inputs."""
+    wrapper = _wrap(lambda m, x, t, e, te, ti: m(x, t, encoder_hidden_states=e, return_dict=False,
+                                                  added_cond_kwargs={"text_embeds": te, "time_ids": ti})[0])
+    inputs = {"sample": sample, "timestep": timestep, "encoder_hidden_states": embeddings, "text_embeds": text_embeds,
+              "time_ids": time_ids}
+    return Captured(type(model).__name__, wrapper(model).eval(), {k: v.astype(np.float32) for k, v in inputs.items()},
+                    ["out_sample"])
+
+
 def unet2d_condition(model, sample: np.ndarray, timestep: np.ndarray, embeddings: np.ndarray) -> Captured:
     wrapper = _wrap(lambda m, x, t, e: m(x, t, encoder_hidden_states=e, return_dict=False)[0])
     return Captured(type(model).__name__, wrapper(model).eval(),
@@ -48,6 +72,14 @@ def vae_decoder(model, latents: np.ndarray) -> Captured:
     wrapper = _wrap(lambda m, z: m.decode(z, return_dict=False)[0])
     return Captured(type(model).__name__ + ".decoder", wrapper(model).eval(),
                     {"latent_sample": latents.astype(np.float32)}, ["sample"])
+
+
+def vae_encoder(model, image: np.ndarray) -> Captured:
+    """AutoencoderKL's encoder to its posterior's moments [N, 2C, h, w] (mean, then log-variance): the
+    runtime samples the posterior itself, from the seed."""
+    wrapper = _wrap(lambda m, x: m.encode(x, return_dict=False)[0].parameters)
+    return Captured(type(model).__name__ + ".encoder", wrapper(model).eval(), {"sample": image.astype(np.float32)},
+                    ["moments"])
 
 
 def run_torch(captured: Captured) -> dict[str, np.ndarray]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler"}
+SCHEDULER_CLASSES = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler", "lcm": "LCMScheduler",
+                     "euler_a": "EulerAncestralDiscreteScheduler", "dpm": "DPMSolverMultistepScheduler"}
 
 
 def make_torch_scheduler(config: dict, override: str | None = None):
@@ -48,9 +49,13 @@ def dit_sample(transformer, scheduler_config: dict, labels, noise: np.ndarray, s
     return x[:n].numpy()
 
 
-def sd_pipeline(model_dir, scheduler: str | None = None):
-    """diffusers' StableDiffusionPipeline for a local folder, float32, on CUDA when there is one;
-    returns (pipeline, device)."""
+def sd_pipeline(model_dir, scheduler: str | None = None, vae_dir=None):
+    """diffusers' pipeline for a local Stable Diffusion (or SDXL) folder, float32, on CUDA when there is
+    one; returns (pipeline, device). `vae_dir`: a saved VAE (AutoencoderTiny/KL) in place of the folder's."""
+    import json
+    from pathlib import Path
+
+    import diffusers
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -58,9 +63,19 @@ def sd_pipeline(model_dir, scheduler: str | None = None):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with loading_bars_off():
-        pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, local_files_only=True,
-                                                       safety_checker=None, requires_safety_checker=False,
-                                                       low_cpu_mem_usage=False)
+        swap = {}
+        if vae_dir is not None:
+            cls = json.loads((Path(vae_dir) / "config.json").read_text())["_class_name"]
+            swap["vae"] = getattr(diffusers, cls).from_pretrained(vae_dir, torch_dtype=torch.float32,
+                                                                   local_files_only=True, low_cpu_mem_usage=False)
+        cls = json.loads((Path(model_dir) / "model_index.json").read_text()).get("_class_name")
+        if cls == "StableDiffusionXLPipeline":
+            pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(
+                model_dir, torch_dtype=torch.float32, local_files_only=True, low_cpu_mem_usage=False, **swap)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                model_dir, torch_dtype=torch.float32, local_files_only=True, safety_checker=None,
+                requires_safety_checker=False, low_cpu_mem_usage=False, **swap)
     pipe.set_progress_bar_config(disable=True)
     if scheduler is not None:
         pipe.scheduler = make_torch_scheduler(pipe.scheduler.config, scheduler)

@@ -27,7 +27,9 @@ def cmd_build(args) -> int:
     report = build(args.model_dir, args.out, target=args.target, height=args.height, width=args.width,
                    batch=args.batch, overwrite=args.overwrite, progress=_progress(args),
                    quant=args.quant, attention=args.attention, minimum_ios=args.min_ios,
-                   chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb, precision=args.precision)
+                   chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb, precision=args.precision,
+                   **({"guidance": args.guidance} if args.guidance else {}),
+                   **({"img2img": True} if args.img2img else {}), **({"vae": args.vae} if args.vae else {}))
     result = _quant_final_check(args, report) if args.quant and args.final_check else None
     if args.sign:
         from edgegen.core.signing import sign
@@ -104,7 +106,11 @@ def cmd_run(args) -> int:
     else:
         if args.prompt is None:
             raise ValueError("pass --prompt TEXT")
-        out = pipe(args.prompt, negative_prompt=args.negative_prompt, **sampling, progress=_progress(args))
+        image = _open_image(args.image) if args.image else None
+        if image is None and args.strength is not None:
+            raise ValueError("--strength applies to image-to-image: pass --image too")
+        extra = {"image": image, "strength": args.strength} if image is not None else {}
+        out = pipe(args.prompt, negative_prompt=args.negative_prompt, **sampling, **extra, progress=_progress(args))
     out.images[0].save(args.out)
     summary = {"image": args.out, "load_s": round(t_load, 3), **{k: round(v, 3) for k, v in out.timings.items()}}
     print(json.dumps(summary) if args.json else
@@ -179,13 +185,20 @@ def _print_gpu_info(info: dict) -> None:
         print(f"      compile guard {g['function']}: {'; '.join(g['violations'])} -> {g['fallback']}: {g['result']}")
 
 
+def _open_image(path):
+    from PIL import Image
+
+    return Image.open(path)
+
+
 def cmd_validate(args) -> int:
     from edgegen import validate
 
     check_trusted(args)
     report = validate(args.artifact, args.model_dir, prompt=args.prompt, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler, trace=args.trace,
-                      bisect=True if args.bisect else None, threads=args.threads, progress=_progress(args))
+                      bisect=True if args.bisect else None, threads=args.threads, progress=_progress(args),
+                      **({"image": _open_image(args.image), "strength": args.strength} if args.image else {}))
     if args.report:
         from edgegen.validation import write_report
 
@@ -359,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPU targets: fp16 stores activations and float weights as float16, and computes in float16 "
                         "where the device can (accumulators in float32); default fp16 on adreno, mali and metal, "
                         "fp32 on opencl and webgpu")
+    b.add_argument("--guidance", choices=["cfg", "none"],
+                   help="text-to-image: 'none' builds the UNet at batch 1 for distilled models sampled without "
+                        "classifier-free guidance (LCM, Turbo); default: 'none' for an LCM scheduler, else 'cfg'")
+    b.add_argument("--vae", metavar="DIR", help="text-to-image: build this AutoencoderTiny (TAESD) or AutoencoderKL "
+                                                "folder as the decoder, in place of the pipeline's own VAE")
+    b.add_argument("--img2img", action="store_true", help="text-to-image: also build the VAE encoder, for "
+                                                          "`edgegen run --image`")
     b.add_argument("--attention", choices=["original", "split-einsum"], default="original",
                    help="coreml: attention layout (split-einsum suits the Apple Neural Engine)")
     b.add_argument("--min-ios", type=int, choices=[16, 17, 18], default=16, help="coreml: minimum iOS version")
@@ -376,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--steps", type=int, help="denoising steps (default: the model's, 20 for Stable Diffusion)")
         p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--scheduler", choices=["ddim", "euler"], help="override the artifact's scheduler")
+        p.add_argument("--scheduler", choices=["ddim", "euler", "lcm", "euler_a", "dpm"],
+                       help="override the artifact's scheduler")
         p.add_argument("--json", action="store_true")
 
     def runtime(p):
@@ -393,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--negative-prompt", default="")
     r.add_argument("--label", help="class id or name, for class-conditional models")
     r.add_argument("--out", default="image.png")
+    r.add_argument("--image", help="image-to-image from this picture (the artifact's size; built with --img2img)")
+    r.add_argument("--strength", type=float, help="with --image: how much of the schedule to run, 0..1 (default 0.8)")
     sampling(r)
     threads(r)
     runtime(r)
@@ -414,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(it runs by itself on a failure)")
     v.add_argument("--trace", action="store_true",
                    help="check every kernel's output for NaN/Inf and float16 overflow (TVM artifacts)")
+    v.add_argument("--image", help="image-to-image from this picture (artifacts built with --img2img)")
+    v.add_argument("--strength", type=float, help="with --image: 0..1 (default 0.8)")
     sampling(v)
     threads(v)
     runtime(v)

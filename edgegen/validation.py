@@ -7,7 +7,9 @@ denoising step, and the final image's PSNR; gates are the named thresholds.
 
 from __future__ import annotations
 
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,14 +93,17 @@ def _mixed_target(scheme: str) -> float | None:
 def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut riding a horse",
              negative_prompt: str = "", num_inference_steps: int = 10, guidance_scale: float | None = None,
              seed: int = 0, scheduler: str | None = None, trace: bool = False,
-             bisect: bool | None = None, threads: int | None = None, progress=None) -> ValidationReport:
+             bisect: bool | None = None, threads: int | None = None, progress=None, image=None,
+             strength: float | None = None) -> ValidationReport:
     """Run the artifact and its source model side by side from the same inputs. `trace` checks
     every kernel's output of TVM artifacts for NaN/Inf and float16 overflow (done anyway when a
     NaN/Inf shows up). `bisect`: find the denoiser's first diverging layer/kernel; None (default)
     does it when the denoiser or a step falls under the gate. `threads`: CPU threads for the
     artifact's calls (default: every core this process may use). `progress(event, stage, value)`
     sees the denoising steps of the torch reference and of the artifact (see Progress in
-    edgegen.console)."""
+    edgegen.console). `image` (and `strength`): image-to-image, against diffusers'
+    StableDiffusionImg2ImgPipeline from the same posterior and noise draws (artifacts built with
+    --img2img)."""
     from edgegen.converters.source import import_diffusers
     from edgegen.runtimes import load
 
@@ -107,10 +112,16 @@ def validate(artifact_dir, model_dir, prompt: str = "a photo of an astronaut rid
     try:
         if rt.artifact.pipeline["kind"] == "class-conditional-dit":
             report = _validate_dit(rt, model_dir, num_inference_steps, guidance_scale, seed, scheduler, progress)
+        elif rt.artifact.pipeline["kind"] == "stable-diffusion-xl":
+            if image is not None:
+                raise ValueError("img2img validation is for Stable Diffusion 1.x/2.x artifacts; SDXL has none yet.")
+            guidance = rt.default_guidance if guidance_scale is None else guidance_scale
+            report = _validate_sdxl(rt, model_dir, prompt, negative_prompt, num_inference_steps, guidance, seed,
+                                    scheduler, progress)
         else:
-            guidance = 7.5 if guidance_scale is None else guidance_scale
+            guidance = rt.default_guidance if guidance_scale is None else guidance_scale
             report = _validate_sd(rt, model_dir, prompt, negative_prompt, num_inference_steps, guidance, seed,
-                                  scheduler, progress)
+                                  scheduler, progress, image, strength)
         if trace or report.first_nonfinite_step is not None or not all(np.isfinite(list(report.components.values()))):
             # kernel by kernel on the component inputs: where NaN/Inf or float16 overflow first appears
             for name, inputs in report.component_inputs.items():
@@ -187,49 +198,86 @@ def _validate_dit(rt, model_dir, steps: int, guidance_scale: float | None, seed:
 
 
 def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference_steps: int,
-                 guidance_scale: float, seed: int, scheduler: str | None, progress) -> ValidationReport:
+                 guidance_scale: float, seed: int, scheduler: str | None, progress, image=None,
+                 strength: float | None = None) -> ValidationReport:
     import torch
 
     from edgegen.reference import sd_pipeline
+    from edgegen.runtimes.stable_diffusion import DEFAULT_STRENGTH, image_input, img2img_start
 
-    ref, device = _stage(progress, "load the torch reference", sd_pipeline, model_dir, scheduler)
+    # an artifact built with `--vae DIR` is compared with the pipeline that has that VAE
+    vae_dir = rt.artifact.pipeline.get("vae", {}).get("source")
+    ref, device = _stage(progress, "load the torch reference", sd_pipeline, model_dir, scheduler, vae_dir)
+    img2img = image is not None
+    if img2img:
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        from edgegen.core.quiet import log_records_hidden
+
+        # from_pipe moves the shared modules with .to(), which diffusers warns about (they stay float32)
+        with log_records_hidden("diffusers.models.modeling_utils", "There are modules in"):
+            ref = StableDiffusionImg2ImgPipeline.from_pipe(ref)
+        ref.set_progress_bar_config(disable=True)
+        strength = DEFAULT_STRENGTH if strength is None else strength
+        run_steps = num_inference_steps - img2img_start(num_inference_steps, strength)
+    else:
+        run_steps = num_inference_steps
 
     def t(a):
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
     latents = np.random.default_rng(seed).standard_normal(rt.latent_shape, dtype=np.float32)
-    ids = rt.tokenizer([negative_prompt, prompt])
-    ref_ids = ref.tokenizer([negative_prompt, prompt], padding="max_length", max_length=rt.tokenizer.max_length,
+    prompts = [negative_prompt, prompt] if rt.cfg else [prompt]   # the text encoder's and UNet's batch
+    ids = rt.tokenizer(prompts)
+    ref_ids = ref.tokenizer(prompts, padding="max_length", max_length=rt.tokenizer.max_length,
                             truncation=True, return_tensors="np").input_ids
     components = {}
     with torch.no_grad():
         emb_ref = ref.text_encoder(t(ref_ids.astype(np.int64)), return_dict=False)[0].cpu().numpy()
         emb_rt = rt.sessions["text_encoder"].run(input_ids=ref_ids.astype(np.int32))["last_hidden_state"]
         components["text_encoder"] = psnr(emb_ref, emb_rt)
-        x2 = np.concatenate([latents, latents])
-        ts = np.full((2,), 500.0, np.float32)
+        x2 = np.concatenate([latents] * len(prompts))
+        ts = np.full((len(prompts),), 500.0, np.float32)
         unet_ref = ref.unet(t(x2), t(ts), encoder_hidden_states=t(emb_ref), return_dict=False)[0].cpu().numpy()
         unet_rt = rt.sessions["unet"].run(sample=x2, timestep=ts, encoder_hidden_states=emb_ref)["out_sample"]
         components["unet"] = psnr(unet_ref, unet_rt)
+        if img2img:
+            # each side encodes with its own VAE encoder and samples its posterior with the same draw
+            x_img = image_input(image, rt.height, rt.width)
+            draws = rt.image_noise(seed)
+            moments_ref = ref.vae.encode(t(x_img), return_dict=False)[0].parameters
+            components["vae_encoder"] = psnr(moments_ref.cpu().numpy(),
+                                             rt.sessions["vae_encoder"].run(sample=x_img)["moments"])
+            mean, logvar = torch.chunk(moments_ref, 2, dim=1)
+            init_ref = (mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * t(draws[0])) * rt.scaling_factor
 
     ref_steps: list[np.ndarray] = []
-    ref_step = step_reporter(num_inference_steps, lambda i, t, x: ref_steps.append(x), progress, REFERENCE)
+    ref_step = step_reporter(run_steps, lambda i, t, x: ref_steps.append(x), progress, REFERENCE)
 
     def on_step(pipe, i, timestep, kwargs):
         ref_step(i, timestep, kwargs["latents"].detach().cpu().numpy())
         return kwargs
 
-    ref_out = ref(prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
-                  guidance_scale=guidance_scale, latents=t(latents), height=rt.height, width=rt.width,
-                  output_type="latent", callback_on_step_end=on_step,
+    common = dict(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
+                  guidance_scale=guidance_scale, output_type="latent", callback_on_step_end=on_step,
                   callback_on_step_end_tensor_inputs=["latents"])
+    with scheduler_noise(ref.scheduler, seed):
+        if img2img:   # image latents in, so the pipeline skips its encoder; its forward noise is draws[1]
+            with _randn_returns(type(ref).__module__, lambda *a, **k: t(draws[1])):
+                ref_out = ref(image=init_ref, strength=strength, **common)
+        else:
+            ref_out = ref(latents=t(latents), height=rt.height, width=rt.width, **common)
     ref_latents = ref_out.images.cpu().numpy()
 
     rt_steps: list[np.ndarray] = []
     emb = rt.encode_prompt(prompt, negative_prompt)
-    rt_latents = rt.denoise(emb, latents, num_inference_steps, guidance_scale, scheduler,
-                            callback=step_reporter(num_inference_steps, lambda i, ts_, lat: rt_steps.append(lat),
-                                                   progress, ARTIFACT))
+    rt_step = step_reporter(run_steps, lambda i, ts_, lat: rt_steps.append(lat), progress, ARTIFACT)
+    if img2img:
+        rt_latents = rt.denoise(emb, rt.encode_image(x_img, draws[0]), num_inference_steps, guidance_scale,
+                                scheduler, callback=rt_step, seed=seed, strength=strength, image_noise=draws[1])
+    else:
+        rt_latents = rt.denoise(emb, latents, num_inference_steps, guidance_scale, scheduler, callback=rt_step,
+                                seed=seed)
     steps = [psnr(a, b) for a, b in zip(ref_steps, rt_steps)]
     nonfinite = next((i for i, lat in enumerate(rt_steps) if not np.all(np.isfinite(lat))), None)
 
@@ -241,11 +289,115 @@ def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference
     img_rt = _to_image(rt.decode(rt_latents))
     inputs = {"text_encoder": {"input_ids": ref_ids.astype(np.int32)},
               "unet": {"sample": x2, "timestep": ts, "encoder_hidden_states": emb_ref},
-              "vae_decoder": {"latent_sample": (ref_latents / np.float32(scale)).astype(np.float32)}}
+              "vae_decoder": {"latent_sample": (ref_latents / np.float32(scale)).astype(np.float32)},
+              **({"vae_encoder": {"sample": x_img}} if img2img else {})}
     return ValidationReport(components=components, steps=steps, image_psnr_db=psnr(img_ref, img_rt, peak=1.0),
                             component_inputs=inputs,
                             tokens_match=bool(np.array_equal(ids, ref_ids.astype(ids.dtype))), device=device,
                             first_nonfinite_step=nonfinite, reference_image=img_ref, artifact_image=img_rt)
+
+
+def _validate_sdxl(rt, model_dir, prompt: str, negative_prompt: str, steps: int, guidance_scale: float,
+                   seed: int, scheduler: str | None, progress) -> ValidationReport:
+    """SDXL: both text encoders and the UNet (with its added conditions) on the same inputs, every
+    step's latents and the final image against diffusers' StableDiffusionXLPipeline."""
+    import torch
+
+    from edgegen.reference import sd_pipeline
+
+    vae_dir = rt.artifact.pipeline.get("vae", {}).get("source")
+    ref, device = _stage(progress, "load the torch reference", sd_pipeline, model_dir, scheduler, vae_dir)
+
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    latents = np.random.default_rng(seed).standard_normal(rt.latent_shape, dtype=np.float32)
+    prompts = [negative_prompt, prompt] if rt.cfg else [prompt]
+    components, inputs, ids_match = {}, {}, True
+    hidden = []
+    with torch.no_grad():
+        for name, tok, ref_tok, enc in (("text_encoder", rt.tokenizer, ref.tokenizer, ref.text_encoder),
+                                        ("text_encoder_2", rt.tokenizer_2, ref.tokenizer_2, ref.text_encoder_2)):
+            ids = ref_tok(prompts, padding="max_length", max_length=tok.max_length, truncation=True,
+                          return_tensors="np").input_ids.astype(np.int32)
+            ids_match &= bool(np.array_equal(tok(prompts), ids.astype(np.int32)))
+            out = enc(t(ids.astype(np.int64)), output_hidden_states=True)
+            got = rt.sessions[name].run(input_ids=ids)
+            components[name] = min([psnr(out.hidden_states[-2].cpu().numpy(), got["hidden_states"]),
+                                    *([psnr(out.text_embeds.cpu().numpy(), got["text_embeds"])]
+                                      if "text_embeds" in got else [])])
+            inputs[name] = {"input_ids": ids}
+            hidden.append(out)
+        emb = torch.cat([h.hidden_states[-2] for h in hidden], dim=-1).cpu().numpy()
+        pooled = hidden[1].text_embeds.cpu().numpy()
+        x = np.concatenate([latents] * len(prompts))
+        ts = np.full((len(prompts),), 500.0, np.float32)
+        time_ids = np.tile(rt.time_ids, (len(prompts), 1))
+        unet_in = {"sample": x, "timestep": ts, "encoder_hidden_states": emb, "text_embeds": pooled,
+                   "time_ids": time_ids}
+        unet_ref = ref.unet(t(x), t(ts), encoder_hidden_states=t(emb), return_dict=False,
+                            added_cond_kwargs={"text_embeds": t(pooled), "time_ids": t(time_ids)})[0]
+        components["unet"] = psnr(unet_ref.cpu().numpy(), rt.sessions["unet"].run(**unet_in)["out_sample"])
+        inputs["unet"] = unet_in
+
+    ref_steps: list[np.ndarray] = []
+    ref_step = step_reporter(steps, lambda i, t_, x_: ref_steps.append(x_), progress, REFERENCE)
+
+    def on_step(pipe, i, timestep, kwargs):
+        ref_step(i, timestep, kwargs["latents"].detach().cpu().numpy())
+        return kwargs
+
+    with scheduler_noise(ref.scheduler, seed):
+        ref_latents = ref(prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
+                          guidance_scale=guidance_scale, latents=t(latents), height=rt.height, width=rt.width,
+                          output_type="latent", callback_on_step_end=on_step,
+                          callback_on_step_end_tensor_inputs=["latents"]).images.cpu().numpy()
+    rt_steps: list[np.ndarray] = []
+    rt_latents = rt.denoise(rt.encode_prompt(prompt, negative_prompt), latents, steps, guidance_scale, scheduler,
+                            callback=step_reporter(steps, lambda i, ts_, lat: rt_steps.append(lat), progress,
+                                                   ARTIFACT), seed=seed)
+    with torch.no_grad():
+        dec_ref = ref.vae.decode(t(ref_latents / rt.scaling_factor), return_dict=False)[0].cpu().numpy()
+    components["vae_decoder"] = psnr(dec_ref, rt.decode(ref_latents))
+    inputs["vae_decoder"] = {"latent_sample": (ref_latents / np.float32(rt.scaling_factor)).astype(np.float32)}
+    img_ref, img_rt = _to_image(dec_ref), _to_image(rt.decode(rt_latents))
+    nonfinite = next((i for i, lat in enumerate(rt_steps) if not np.all(np.isfinite(lat))), None)
+    return ValidationReport(components=components, steps=[psnr(a, b) for a, b in zip(ref_steps, rt_steps)],
+                            image_psnr_db=psnr(img_ref, img_rt, peak=1.0), component_inputs=inputs,
+                            tokens_match=ids_match, device=device, first_nonfinite_step=nonfinite,
+                            reference_image=img_ref, artifact_image=img_rt)
+
+
+@contextmanager
+def scheduler_noise(scheduler, seed: int):
+    """While active, a diffusers scheduler that adds noise inside step() (LCM, Euler ancestral) draws,
+    at step index i, the noise edgegen's runtime draws there (noise.step_noise(seed, i)) instead of
+    torch's: both sides then sample from the same draws. A deterministic scheduler is left alone."""
+    import torch
+
+    from edgegen.runtimes.noise import step_noise
+
+    def draw(shape, generator=None, device=None, dtype=None, **_):
+        index = int(scheduler.step_index)
+        return torch.from_numpy(step_noise(seed, index, tuple(shape))).to(device=device, dtype=dtype)
+
+    with _randn_returns(type(scheduler).__module__, draw):
+        yield
+
+
+@contextmanager
+def _randn_returns(module_name: str, draw):
+    """diffusers' randn_tensor, as the module `module_name` calls it, replaced by `draw` while active."""
+    module = sys.modules[module_name]
+    original = getattr(module, "randn_tensor", None)
+    if original is None:
+        yield
+        return
+    module.randn_tensor = draw
+    try:
+        yield
+    finally:
+        module.randn_tensor = original
 
 
 def write_report(report: ValidationReport, out_dir, title: str = "edgegen validate") -> Path:

@@ -102,6 +102,10 @@ def _column_block(sch, reduce, cols: int, lanes: int) -> int | None:
     return max(fits) if fits else lanes
 
 
+def _written_shape(sch, block) -> list:
+    return [[int(d) for d in w.source.shape] for w in sch.get(block).writes]
+
+
 def _epilogue_at(sch, block, loop, epilogues) -> None:
     """Moves the one elementwise consumer of a GEMM's output under `loop` (a register tile's loop),
     vectorized over the tile's columns; its name goes into `epilogues`."""
@@ -109,6 +113,10 @@ def _epilogue_at(sch, block, loop, epilogues) -> None:
     if len(consumers) != 1 or epilogues is None:
         return
     epi = consumers[0]
+    if _written_shape(sch, epi) != _written_shape(sch, block):
+        # not elementwise (a pad after a residual conv writes a border no tile covers: it would stay
+        # unwritten, NaN in the VAE encoder's downsampler); it stays a pass of its own
+        return
     try:
         sch.reverse_compute_at(epi, loop, preserve_unit_loops=False)
         inner = sch.get_loops(epi)[-1]

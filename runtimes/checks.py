@@ -12,9 +12,10 @@ from edgegen.core.errors import ArtifactError
 
 def pipelines() -> dict:
     """Pipeline kind -> (pipeline class, {component: (input names, output names)})."""
-    from . import class_conditional, stable_diffusion
+    from . import class_conditional, stable_diffusion, stable_diffusion_xl
 
     return {stable_diffusion.KIND: (stable_diffusion.StableDiffusionPipeline, stable_diffusion.COMPONENTS),
+            stable_diffusion_xl.KIND: (stable_diffusion_xl.StableDiffusionXLPipeline, stable_diffusion_xl.COMPONENTS),
             class_conditional.KIND: (class_conditional.ClassConditionalPipeline, class_conditional.COMPONENTS)}
 
 
@@ -50,9 +51,10 @@ def prepare(path: str | Path, verify: bool = True, trusted_keys: list | None = N
     pipeline, needed = known[kind]
     check_components(artifact, needed)
     read_scheduler_config(artifact)
-    if "tokenizer" in artifact.pipeline:
-        read_vocab(artifact.file(artifact.pipeline["tokenizer"]["vocab"]))
-        read_merges(artifact.file(artifact.pipeline["tokenizer"]["merges"]))
+    for key in ("tokenizer", "tokenizer_2"):
+        if key in artifact.pipeline:
+            read_vocab(artifact.file(artifact.pipeline[key]["vocab"]))
+            read_merges(artifact.file(artifact.pipeline[key]["merges"]))
     for comp in artifact.components.values():
         if "plan" in comp.files:
             PlanComponent(artifact, comp)

@@ -18,6 +18,12 @@
 3. Each value is rounded to float32; values fill the array in C (row-major) order.
 
 `seed=None` draws a fresh random seed.
+
+Samplers that add noise during the loop (LCM, Euler ancestral) draw step i's noise
+(i = 0, 1, ...) as `step_noise(seed, i, shape)` = normal(step_seed(seed, i), shape), where
+step_seed(seed, i) is output i + 1 of the SplitMix64 stream above started at
+seed ^ STEP_SEED_SALT (rng.c: eg_step_noise_fill). So one seed fixes a whole run, and a step's
+draw does not depend on how many values the latents took.
 """
 
 from __future__ import annotations
@@ -39,6 +45,21 @@ def splitmix64(seed: int, count: int) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * _M1
         z = (z ^ (z >> np.uint64(27))) * _M2
     return z ^ (z >> np.uint64(31))
+
+
+STEP_SEED_SALT = 0x5354455053454544   # "STEPSEED"
+
+
+def step_seed(seed: int, index: int) -> int:
+    """The seed of denoising step `index`'s noise in a run seeded with `seed`."""
+    if index < 0:
+        raise ValueError(f"step index must be >= 0, got {index}")
+    return int(splitmix64(int(seed) ^ STEP_SEED_SALT, index + 1)[index])
+
+
+def step_noise(seed: int, index: int, shape) -> np.ndarray:
+    """The standard-normal noise a sampler adds at denoising step `index` of a run seeded with `seed`."""
+    return normal(step_seed(seed, index), shape)
 
 
 def normal(seed: int | None, shape) -> np.ndarray:

@@ -87,15 +87,32 @@ SHAPES = {
 }
 
 
+def make_tiny_taesd(path: str | Path, seed: int = 0, downscale: int = 2):
+    """Write a tiny AutoencoderTiny (TAESD-shaped: relu convs, nearest upsampling) with random weights to
+    `path` and return the model; latents are `downscale` times smaller than the image (a power of 2)."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    levels = max(downscale.bit_length() - 1, 0) + 1
+    vae = AutoencoderTiny(encoder_block_out_channels=(16,) * levels, decoder_block_out_channels=(16,) * levels,
+                          num_encoder_blocks=(1,) * levels, num_decoder_blocks=(1,) * levels, latent_channels=4)
+    if path is not None:
+        vae.save_pretrained(path, safe_serialization=True)
+    return vae
+
+
 def make_tiny_sd_pipeline(path: str | Path, seed: int = 0, scheduler: str = "ddim",
-                          sample_size: int | None = None, shape: str = "tiny") -> Path:
+                          sample_size: int | None = None, shape: str = "tiny", vae: str = "kl") -> Path:
     """Write a Stable-Diffusion-shaped pipeline folder with random weights to `path` and return it
-    (`shape`: a key of SHAPES)."""
+    (`shape`: a key of SHAPES; `scheduler`: ddim, euler, lcm, euler_a or dpm, on SD's beta schedule;
+    `vae`: "kl" (AutoencoderKL) or "tiny" (AutoencoderTiny, make_tiny_taesd))."""
     import tempfile
 
     import torch
-    from diffusers import (AutoencoderKL, DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
+    from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler,
+                           EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LCMScheduler,
+                           StableDiffusionPipeline, UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     cfg = SHAPES[shape]
@@ -110,9 +127,14 @@ def make_tiny_sd_pipeline(path: str | Path, seed: int = 0, scheduler: str = "ddi
         vocab_size=len(vocab) if shape == "tiny" else 49408, max_position_embeddings=77,
         bos_token_id=vocab[BOS], eos_token_id=vocab[EOS], pad_token_id=vocab[EOS], **cfg["text"]))
     unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, **cfg["unet"])
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=sample_size * 2 ** (
-        len(cfg["vae"]["block_out_channels"]) - 1), **cfg["vae"])
-    sched_cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}[scheduler]
+    factor = 2 ** (len(cfg["vae"]["block_out_channels"]) - 1)
+    if vae == "tiny":
+        vae = make_tiny_taesd(None, seed, factor)
+    else:
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=sample_size * factor,
+                            **cfg["vae"])
+    sched_cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "lcm": LCMScheduler,
+                 "euler_a": EulerAncestralDiscreteScheduler, "dpm": DPMSolverMultistepScheduler}[scheduler]
     extra = {"clip_sample": False, "set_alpha_to_one": False} if scheduler == "ddim" else {}
     sched = sched_cls(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                       steps_offset=1, **extra)
@@ -121,3 +143,35 @@ def make_tiny_sd_pipeline(path: str | Path, seed: int = 0, scheduler: str = "ddi
                                    requires_safety_checker=False)
     pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+def make_tiny_sdxl_pipeline(path: str | Path, seed: int = 0, scheduler: str = "euler", vae: str = "kl") -> Path:
+    """Write an SDXL-shaped pipeline folder (two CLIP text encoders, the second with a projection; a UNet
+    with SDXL's text_time added conditions) with random weights to `path` and return it."""
+    import tempfile
+
+    import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    sd = make_tiny_sd_pipeline(Path(tempfile.mkdtemp()) / "sd", seed=seed, scheduler=scheduler, vae=vae)
+    base = __import__("diffusers").StableDiffusionPipeline.from_pretrained(sd, local_files_only=True)
+    torch.manual_seed(seed + 1)
+    cfg = base.text_encoder.config
+    text_cfg = {k: getattr(cfg, k) for k in ("vocab_size", "max_position_embeddings", "bos_token_id",
+                                             "eos_token_id", "pad_token_id", "hidden_size", "intermediate_size",
+                                             "num_attention_heads", "num_hidden_layers")}
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_cfg, projection_dim=32))
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * cfg.hidden_size, attention_head_dim=(2, 4), norm_num_groups=8,
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=32 + 6 * 8)
+    tokenizer = base.tokenizer
+    pipe = StableDiffusionXLPipeline(vae=base.vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=CLIPTokenizer.from_pretrained(sd / "tokenizer"),
+                                     unet=unet, scheduler=base.scheduler, force_zeros_for_empty_prompt=True)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return Path(path)

@@ -122,3 +122,27 @@ def test_gemm_runs_column_blocks_with_the_epilogue_on_each_tile():
     gelu = pre * 0.5 * (1 + np.vectorize(erf)(pre / np.sqrt(2)))
     np.testing.assert_allclose(lin.numpy(), gelu, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(bmm.numpy(), xs[3].astype(np.float64) @ xs[4] + xs[5], rtol=1e-4, atol=1e-4)
+
+
+def test_a_pad_after_a_residual_conv_is_not_its_epilogue():
+    """conv -> residual add -> pad (the VAE encoder's resnet into its downsampler): the fused pad
+    writes a border no conv tile covers, so it must not run on the conv's tiles (it left NaN there)."""
+    import tvm
+    from tvm import relax
+
+    from edgegen.converters.lower import compile_module
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 16, 16), "float32"))
+    w = relax.Var("w", relax.TensorType((8, 8, 3, 3), "float32"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            res = bb.emit(relax.op.add(relax.op.nn.conv2d(x, w, padding=1), x))
+            out = bb.emit_output(relax.op.nn.pad(res, [0, 0, 0, 0, 0, 1, 0, 1]))
+        bb.emit_func_output(out)
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(s, dtype=np.float32) for s in [(1, 8, 16, 16), (8, 8, 3, 3)]]
+    vm = relax.VirtualMachine(compile_module(bb.get(), {"kind": "llvm"}), tvm.cpu())
+    got = vm["main"](*[tvm.runtime.tensor(v) for v in xs]).numpy()
+    want = np.pad(_conv2d_nchw(*xs, pad=1) + xs[0], ((0, 0), (0, 0), (0, 1), (0, 1)))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgegen.runtimes.noise import normal, splitmix64
+from edgegen.runtimes.noise import normal, splitmix64, step_noise, step_seed
 
 NATIVE = Path(__file__).resolve().parents[2] / "runtimes" / "native"
 
@@ -79,3 +79,19 @@ def test_c_generator_draws_the_same_values(seed, tmp_path_factory):
     ulp = np.abs(c.view(np.int32).astype(np.int64) - py.view(np.int32).astype(np.int64))
     assert ulp.max() <= 1, f"max float32 ulp difference {ulp.max()}"
     assert np.array_equal(c, py), f"{np.count_nonzero(ulp)} of {n} values differ by one ulp"
+
+
+@pytest.mark.parametrize("seed,step", [(0, 0), (42, 3), (2**64 - 1, 7)])
+def test_c_step_noise_draws_the_same_values(seed, step, tmp_path_factory):
+    exe = _native_program("test_text_rng", tmp_path_factory.getbasetemp())
+    n = 4 * 8 * 8 + 1
+    c = np.frombuffer(subprocess.run([str(exe), str(seed), str(n), str(step)], check=True,
+                                     capture_output=True).stdout, dtype=np.float32)
+    assert np.array_equal(c, step_noise(seed, step, n))
+
+
+def test_step_noise_is_its_own_stream():
+    steps = [step_noise(9, i, 256) for i in range(4)]
+    assert all(not np.array_equal(steps[i], steps[j]) for i in range(4) for j in range(i))
+    assert not np.array_equal(steps[0], normal(9, 256))     # not the initial latents again
+    assert step_seed(9, 2) == step_seed(9, 2) != step_seed(10, 2)

@@ -108,7 +108,7 @@ typedef struct {
     int steps;                  /* 0: the artifact's default */
     uint64_t seed;
     float guidance;             /* < 0: the artifact's default */
-    const char *scheduler;      /* NULL, "ddim" or "euler" */
+    const char *scheduler;      /* NULL, "ddim", "euler", "lcm", "euler_a" or "dpm" */
     eg_step_callback callback;
     void *user;
     const volatile int *cancel; /* nonzero at a step boundary cancels */

@@ -30,6 +30,7 @@ struct eg_pipeline {
     int64_t sample_shape[4]; /* one batch: [batch, channels, height, width] */
     int default_steps;
     double default_guidance;
+    int cfg;                 /* text-to-image: 1 (batch 2, classifier-free guidance) or 0 (guidance "none", batch 1) */
     char *scheduler_config;
     size_t scheduler_len;
 };
@@ -138,8 +139,15 @@ static eg_status open_text_to_image(eg_pipeline *p, char *err, size_t errlen) {
     p->scaling_factor = (float)scale->number;
     p->channels = 3;
     p->batch = 1;
+    const char *guidance = json_string(cfg, "guidance");
+    p->cfg = !guidance || strcmp(guidance, "none") != 0;
+    const eg_json *sampling = eg_json_get(cfg, "sampling"), *steps = eg_json_get(sampling, "steps"),
+                  *g = eg_json_get(sampling, "guidance_scale");
     p->default_steps = SD_DEFAULT_STEPS;
-    p->default_guidance = SD_DEFAULT_GUIDANCE;
+    p->default_guidance = p->cfg ? SD_DEFAULT_GUIDANCE : 1.0;
+    if (steps && json_int(steps, 1, MAX_STEPS, &p->default_steps))
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: pipeline/sampling/steps is not in 1..%d", a->root, MAX_STEPS);
+    if (g && g->type == EG_JSON_NUMBER) p->default_guidance = g->number;
     char *vp = eg_path_join(a->root, vocab), *mp = eg_path_join(a->root, merges);
     int bad = !vp || !mp ||
               eg_tokenizer_open(vp, mp, p->max_length, json_string(tok, "bos_token"), json_string(tok, "eos_token"),
@@ -155,13 +163,14 @@ static eg_status open_text_to_image(eg_pipeline *p, char *err, size_t errlen) {
         return st;
     const eg_spec *ids = eg_session_spec(p->text_encoder, 0, "input_ids", NULL),
                   *hidden = eg_session_spec(p->text_encoder, 1, "last_hidden_state", NULL);
-    int64_t ids_shape[2] = {2, p->max_length}, l2[4], lat[4], img[4] = {1, 3, p->height, p->width};
+    int64_t b = p->cfg ? 2 : 1;  /* the text encoder's and UNet's batch */
+    int64_t ids_shape[2] = {b, p->max_length}, l2[4], lat[4], img[4] = {1, 3, p->height, p->width};
     memcpy(l2, p->latent_shape, sizeof l2);
-    l2[0] = 2;
+    l2[0] = b;
     memcpy(lat, p->latent_shape, sizeof lat);
-    int64_t two[1] = {2};
+    int64_t two[1] = {b};
     int ok = spec_is(ids, EG_INT32, 2, ids_shape) && hidden && hidden->dtype == EG_FLOAT32 && hidden->ndim == 3 &&
-             hidden->shape[0] == 2 && p->text_encoder->comp->n_inputs == 1 &&
+             hidden->shape[0] == b && p->text_encoder->comp->n_inputs == 1 &&
              spec_is(eg_session_spec(p->unet, 0, "sample", NULL), EG_FLOAT32, 4, l2) &&
              spec_is(eg_session_spec(p->unet, 0, "timestep", NULL), EG_FLOAT32, 1, two) &&
              spec_is(eg_session_spec(p->unet, 0, "encoder_hidden_states", NULL), EG_FLOAT32, 3, hidden->shape) &&
@@ -288,6 +297,11 @@ static eg_status denoise(eg_pipeline *p, const int32_t *labels, const float *noi
     if (!inp || !scaled || !ts || !out || !guided || !y) { st = eg_fail(err, errlen, EG_ERR_MEMORY, "out of memory"); goto done; }
     if (eg_scheduler_open(p->scheduler_config, p->scheduler_len, pr->o->scheduler, &s, err, errlen) ||
         eg_scheduler_set_timesteps(s, steps, err, errlen)) { st = EG_ERR_ARGUMENT; goto done; }
+    if (eg_scheduler_needs_noise(s)) {
+        st = eg_fail(err, errlen, EG_ERR_ARGUMENT, "this scheduler adds noise at each step, which class-conditional "
+                     "pipelines do not draw; use ddim, euler or dpm");
+        goto done;
+    }
     for (int i = 0; i < n; i++) { y[i] = labels[i]; y[n + i] = p->null_class; }
     float sigma = eg_scheduler_init_noise_sigma(s);
     for (size_t k = 0; k < half; k++) x[k] = noise[k] * sigma;
@@ -311,7 +325,7 @@ static eg_status denoise(eg_pipeline *p, const int32_t *labels, const float *noi
                 float cond = out[(size_t)b * cout * hw + k], uncond = out[(size_t)(n + b) * cout * hw + k];
                 guided[(size_t)b * per + k] = guidance > 1 ? uncond + guidance * (cond - uncond) : cond;
             }
-        eg_scheduler_step(s, guided, i, x, x, half);
+        if (eg_scheduler_step(s, guided, i, x, NULL, x, half)) { st = eg_fail(err, errlen, EG_ERR_MEMORY, "out of memory"); goto done; }
         pr->done++;
         if (pr->o->callback && pr->o->callback(pr->o->user, pr->done, pr->total, t)) {
             st = eg_fail(err, errlen, EG_ERR_CANCELLED, "cancelled by the step callback");
@@ -372,6 +386,15 @@ eg_status eg_pipeline_text_to_image(eg_pipeline *p, const eg_text_options *o, ui
     int steps = o->steps ? o->steps : p->default_steps;
     if (steps < 1 || steps > MAX_STEPS) return eg_fail(err, errlen, EG_ERR_INPUT, "steps must be in 1..%d", MAX_STEPS);
     float guidance = o->guidance < 0 ? (float)p->default_guidance : o->guidance;
+    const char *neg = o->negative_prompt ? o->negative_prompt : "";
+    if (!p->cfg && guidance > 1)
+        return eg_fail(err, errlen, EG_ERR_INPUT, "guidance %g: this artifact was built without classifier-free "
+                       "guidance (--guidance none: a batch-1 UNet); use a guidance <= 1, or rebuild with --guidance cfg",
+                       (double)guidance);
+    if (!p->cfg && *neg)
+        return eg_fail(err, errlen, EG_ERR_INPUT, "negative prompt: this artifact was built without classifier-free "
+                       "guidance (--guidance none), which has no negative branch; rebuild with --guidance cfg");
+    size_t b = p->cfg ? 2 : 1;
     const eg_spec *hidden = eg_session_spec(p->text_encoder, 1, "last_hidden_state", NULL);
     size_t n = (size_t)(p->latent_shape[0] * p->latent_shape[1] * p->latent_shape[2] * p->latent_shape[3]);
     size_t emb_n = eg_spec_count(hidden), L = (size_t)p->max_length;
@@ -386,13 +409,12 @@ eg_status eg_pipeline_text_to_image(eg_pipeline *p, const eg_text_options *o, ui
         goto done;
     }
     eg_normal_fill(o->seed, latents, n);
-    const char *neg = o->negative_prompt ? o->negative_prompt : "";
-    if (eg_tokenizer_encode(p->tokenizer, neg, strlen(neg), ids, err, errlen) ||
-        eg_tokenizer_encode(p->tokenizer, o->prompt, strlen(o->prompt), ids + L, err, errlen)) {
+    if ((p->cfg && eg_tokenizer_encode(p->tokenizer, neg, strlen(neg), ids, err, errlen)) ||
+        eg_tokenizer_encode(p->tokenizer, o->prompt, strlen(o->prompt), ids + (b - 1) * L, err, errlen)) {
         st = EG_ERR_INPUT;
         goto done;
     }
-    if ((st = eg_session_set_input(p->text_encoder, "input_ids", ids, 2 * L * sizeof(int32_t), err, errlen)) ||
+    if ((st = eg_session_set_input(p->text_encoder, "input_ids", ids, b * L * sizeof(int32_t), err, errlen)) ||
         (st = eg_session_run(p->text_encoder, err, errlen)) ||
         (st = eg_session_get_output(p->text_encoder, "last_hidden_state", emb, emb_n * sizeof(float), err, errlen)))
         goto done;
@@ -410,17 +432,22 @@ eg_status eg_pipeline_text_to_image(eg_pipeline *p, const eg_text_options *o, ui
         memcpy(x2, x, n * sizeof(float));
         memcpy(x2 + n, x, n * sizeof(float));
         float t = eg_scheduler_timestep(s, i), tt[2] = {t, t};
-        if ((st = eg_session_set_input(p->unet, "sample", x2, 2 * n * sizeof(float), err, errlen)) ||
-            (st = eg_session_set_input(p->unet, "timestep", tt, sizeof tt, err, errlen)) ||
+        if ((st = eg_session_set_input(p->unet, "sample", x2, b * n * sizeof(float), err, errlen)) ||
+            (st = eg_session_set_input(p->unet, "timestep", tt, b * sizeof(float), err, errlen)) ||
             (st = eg_session_set_input(p->unet, "encoder_hidden_states", emb, emb_n * sizeof(float), err, errlen)) ||
             (st = eg_session_run(p->unet, err, errlen)) ||
-            (st = eg_session_get_output(p->unet, "out_sample", noise, 2 * n * sizeof(float), err, errlen)))
+            (st = eg_session_get_output(p->unet, "out_sample", noise, b * n * sizeof(float), err, errlen)))
             goto done;
         for (size_t k = 0; k < n; k++) {
-            float uncond = noise[k], cond = noise[n + k];
+            float uncond = noise[k], cond = noise[(b - 1) * n + k];
             guided[k] = guidance > 1 ? uncond + guidance * (cond - uncond) : cond;
         }
-        eg_scheduler_step(s, guided, i, latents, latents, n);
+        if (eg_scheduler_needs_noise(s))
+            eg_step_noise_fill(o->seed, i, x, n);  /* x is free once the UNet has its input */
+        if (eg_scheduler_step(s, guided, i, latents, eg_scheduler_needs_noise(s) ? x : NULL, latents, n)) {
+            st = eg_fail(err, errlen, EG_ERR_MEMORY, "out of memory");
+            goto done;
+        }
         if (o->callback && o->callback(o->user, i + 1, count, t)) {
             st = eg_fail(err, errlen, EG_ERR_CANCELLED, "cancelled by the step callback");
             goto done;

@@ -26,3 +26,13 @@ void eg_normal_fill(uint64_t seed, float *out, size_t n)
             out[i + 1] = (float)(r * sin(theta));
     }
 }
+
+uint64_t eg_step_seed(uint64_t seed, int index)
+{
+    return eg_splitmix64(seed ^ EG_STEP_SEED_SALT, (uint64_t)index + 1);
+}
+
+void eg_step_noise_fill(uint64_t seed, int index, float *out, size_t n)
+{
+    eg_normal_fill(eg_step_seed(seed, index), out, n);
+}

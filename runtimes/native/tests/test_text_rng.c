@@ -1,4 +1,5 @@
-/* test_text_rng SEED N: writes eg_normal_fill(SEED, N values) to stdout as raw float32. */
+/* test_text_rng SEED N [STEP]: writes eg_normal_fill(SEED, N values) to stdout as raw float32, or with STEP
+   the noise of that denoising step, eg_step_noise_fill(SEED, STEP, N values). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -6,8 +7,8 @@
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s SEED N\n", argv[0]);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s SEED N [STEP]\n", argv[0]);
         return 2;
     }
     unsigned long long seed = strtoull(argv[1], NULL, 10);
@@ -15,7 +16,10 @@ int main(int argc, char **argv)
     float *out = malloc(n ? n * sizeof *out : 1);
     if (!out)
         return 1;
-    eg_normal_fill((uint64_t)seed, out, n);
+    if (argc == 4)
+        eg_step_noise_fill((uint64_t)seed, atoi(argv[3]), out, n);
+    else
+        eg_normal_fill((uint64_t)seed, out, n);
     int ok = fwrite(out, sizeof *out, n, stdout) == n;
     free(out);
     return ok ? 0 : 1;

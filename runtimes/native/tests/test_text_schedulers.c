@@ -1,5 +1,6 @@
 /* test_text_schedulers CONFIG.json OVERRIDE|- STEPS N IN.bin OUT.bin
-   IN.bin: float32 pairs (sample[N], model_output[N]), one pair per step.
+   IN.bin: float32 triples (sample[N], model_output[N], noise[N]), one per step (noise only where the scheduler
+   takes it).
    OUT.bin: float32 count, init_noise_sigma, timesteps[count], sigmas[count + 1],
             then per step scale_model_input(sample)[N] and step(model_output, sample)[N].
    A failure prints the error to stderr and exits 1. */
@@ -71,11 +72,14 @@ int main(int argc, char **argv)
     }
     float *buf = malloc(sizeof(float) * (n ? n : 1));
     const float *pairs = (const float *)in;
-    for (int i = 0; i < count && (size_t)(i + 1) * 2 * n * sizeof(float) <= in_len; i++) {
-        const float *sample = pairs + (size_t)i * 2 * n, *model = sample + n;
+    for (int i = 0; i < count && (size_t)(i + 1) * 3 * n * sizeof(float) <= in_len; i++) {
+        const float *sample = pairs + (size_t)i * 3 * n, *model = sample + n, *noise = model + n;
         eg_scheduler_scale_model_input(s, i, sample, buf, n);
         fwrite(buf, sizeof(float), n, out);
-        eg_scheduler_step(s, model, i, sample, buf, n);
+        if (eg_scheduler_step(s, model, i, sample, eg_scheduler_needs_noise(s) ? noise : NULL, buf, n)) {
+            fprintf(stderr, "step %d failed\n", i);
+            return 1;
+        }
         fwrite(buf, sizeof(float), n, out);
     }
     fclose(out);

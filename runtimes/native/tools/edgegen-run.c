@@ -21,7 +21,7 @@ static const char USAGE[] =
     "  --steps N           denoising steps (default: the artifact's)\n"
     "  --seed S            noise seed (default 0)\n"
     "  --guidance G        classifier-free guidance scale (default: the artifact's)\n"
-    "  --scheduler NAME    ddim or euler (default: the artifact's)\n"
+    "  --scheduler NAME    ddim, euler, lcm, euler_a or dpm (default: the artifact's)\n"
     "  --out PATH          PNG to write (several images are tiled in a row; default image.png)\n"
     "  --check             check the artifact (manifest, checksums, plans, weights) without a device\n"
     "  --bench             print the bench worker's JSON event lines (edgegen bench)\n"
@@ -86,7 +86,8 @@ static int parse_args(int argc, char **argv, args_t *a) {
         else if (!strcmp(o, "--negative-prompt")) { NEED_VALUE(); a->negative = v; }
         else if (!strcmp(o, "--scheduler")) {
             NEED_VALUE();
-            if (strcmp(v, "ddim") && strcmp(v, "euler")) return fail("--scheduler must be ddim or euler");
+            if (strcmp(v, "ddim") && strcmp(v, "euler") && strcmp(v, "lcm") && strcmp(v, "euler_a") && strcmp(v, "dpm"))
+                return fail("--scheduler must be ddim, euler, lcm, euler_a or dpm");
             a->scheduler = v;
         } else if (!strcmp(o, "--out")) { NEED_VALUE(); a->out = v; }
         else if (!strcmp(o, "--device")) { NEED_VALUE(); a->device = v; }

@@ -18,10 +18,11 @@ def program(native_program):
     return native_program("test_text_schedulers")
 
 
-def run_c(program, tmp_path, config, override, steps, pairs):
+def run_c(program, tmp_path, config, override, steps, triples):
+    """triples [steps, 3, N]: sample, model output and the step's noise (used where the scheduler takes it)."""
     cfg, inp, out = tmp_path / "config.json", tmp_path / "in.bin", tmp_path / "out.bin"
     cfg.write_text(json.dumps(config))
-    pairs.astype(np.float32).tofile(inp)
+    triples.astype(np.float32).tofile(inp)
     proc = subprocess.run([str(program), str(cfg), override or "-", str(steps), str(N), str(inp), str(out)],
                           capture_output=True, text=True)
     assert proc.returncode in (0, 1), proc.stderr
@@ -49,20 +50,40 @@ VARIANTS = [
     {"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "linspace"},
     {"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "trailing", "prediction_type": "v_prediction"},
     {"_class_name": "EulerDiscreteScheduler", "prediction_type": "sample", "use_karras_sigmas": False},
+    {"_class_name": "LCMScheduler", "set_alpha_to_one": True},
+    {"_class_name": "LCMScheduler", "prediction_type": "v_prediction", "original_inference_steps": 30,
+     "set_alpha_to_one": False, "timestep_scaling": 5.0},
+    {"_class_name": "LCMScheduler", "prediction_type": "sample", "clip_sample": True, "original_inference_steps": 100},
+    {"_class_name": "EulerAncestralDiscreteScheduler", "timestep_spacing": "leading", "steps_offset": 1},
+    {"_class_name": "EulerAncestralDiscreteScheduler", "timestep_spacing": "trailing", "prediction_type": "v_prediction"},
+    {"_class_name": "DPMSolverMultistepScheduler"},
+    {"_class_name": "DPMSolverMultistepScheduler", "use_karras_sigmas": True},
+    {"_class_name": "DPMSolverMultistepScheduler", "use_karras_sigmas": True, "timestep_spacing": "trailing",
+     "prediction_type": "v_prediction", "final_sigmas_type": "sigma_min", "lower_order_final": False},
+    {"_class_name": "DPMSolverMultistepScheduler", "timestep_spacing": "leading", "steps_offset": 1,
+     "solver_type": "heun"},
+    {"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min",
+     "prediction_type": "sample", "euler_at_final": True},
+    {"_class_name": "DPMSolverMultistepScheduler", "solver_order": 1, "timestep_spacing": "trailing",
+     "prediction_type": "v_prediction"},
 ]
 GRID = [(dict(s, **v), steps) for (s, v), steps in zip(itertools.product(SCHEDULES, VARIANTS), itertools.cycle([1, 3, 7, 25, 50]))]
 
 
 @pytest.mark.parametrize("config,steps", GRID)
-@pytest.mark.parametrize("override", [None, "ddim", "euler"])
+@pytest.mark.parametrize("override", [None, "ddim", "euler", "lcm", "euler_a", "dpm"])
 def test_matches_numpy(program, tmp_path, config, steps, override):
-    ref = make_scheduler(config, override)
-    ref.set_timesteps(steps)
+    try:
+        ref = make_scheduler(config, override)
+        ref.set_timesteps(steps)
+    except (ModelError, ValueError) as e:   # an option this scheduler lacks: the C runtime says the same
+        assert run_c(program, tmp_path, config, override, steps, np.zeros((0, 3, N), np.float32)) == str(e)
+        return
     count = len(ref.timesteps)
     rng = np.random.default_rng(steps)
-    pairs = rng.standard_normal((count, 2, N), dtype=np.float32)
-    pairs[:, 0] *= np.float32(ref.init_noise_sigma)
-    got = run_c(program, tmp_path, config, override, steps, pairs)
+    triples = rng.standard_normal((count, 3, N), dtype=np.float32)
+    triples[:, 0] *= np.float32(ref.init_noise_sigma)
+    got = run_c(program, tmp_path, config, override, steps, triples)
     assert not isinstance(got, str), got
     c_count, init_sigma, timesteps, sigmas, outs = got
     assert c_count == count
@@ -71,16 +92,16 @@ def test_matches_numpy(program, tmp_path, config, steps, override):
     if hasattr(ref, "sigmas"):
         np.testing.assert_allclose(sigmas, ref.sigmas, rtol=1e-6, atol=1e-6)
     for i in range(count):
-        sample, model = pairs[i]
+        sample, model, noise = triples[i]
         scale = np.asarray(ref.scale_model_input(sample, i))
         np.testing.assert_allclose(outs[i, 0], scale, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(outs[i, 1], ref.step(model, i, sample), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(outs[i, 1], ref.step(model, i, sample, noise=noise), rtol=1e-5, atol=1e-5)
 
 
 BAD = [
     ({"_class_name": "PNDMScheduler"}, None, 10),
     ({}, None, 10),
-    ({"_class_name": "DDIMScheduler"}, "dpm", 10),
+    ({"_class_name": "DDIMScheduler"}, "dpm3", 10),
     ({"_class_name": "DDIMScheduler", "beta_schedule": "sigmoid"}, None, 10),
     ({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": True}, None, 10),
     ({"_class_name": "DDIMScheduler", "thresholding": True}, None, 10),
@@ -91,6 +112,19 @@ BAD = [
     ({"_class_name": "DDIMScheduler", "timestep_spacing": "karras"}, None, 10),
     ({"_class_name": "DDIMScheduler"}, None, 0),
     ({"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 100}, None, 101),
+    ({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}, None, 10),
+    ({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3}, None, 10),
+    ({"_class_name": "DPMSolverMultistepScheduler", "solver_type": "bh2"}, None, 10),
+    ({"_class_name": "DPMSolverMultistepScheduler", "use_lu_lambdas": True}, None, 10),
+    ({"_class_name": "DPMSolverMultistepScheduler", "variance_type": "learned"}, None, 10),
+    ({"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -5.1}, None, 10),
+    ({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "dpmsolver"}, None, 10),
+    ({"_class_name": "DPMSolverMultistepScheduler", "final_sigmas_type": "denoised"}, None, 10),
+    ({"_class_name": "DPMSolverMultistepScheduler", "timestep_spacing": "karras", "use_karras_sigmas": True}, None, 10),
+    ({"_class_name": "EulerAncestralDiscreteScheduler", "prediction_type": "sample"}, None, 10),
+    ({"_class_name": "LCMScheduler", "original_inference_steps": 8}, None, 9),
+    ({"_class_name": "LCMScheduler", "original_inference_steps": 2000}, None, 4),
+    ({"_class_name": "LCMScheduler", "thresholding": True}, None, 4),
 ]
 
 
