@@ -292,7 +292,9 @@ class EulerAncestral(EulerDiscrete):
         else:  # v_prediction
             x0 = model_output * (-sigma / (sigma**2 + 1) ** 0.5) + sample / (sigma**2 + 1)
         sigma_up = (sigma_to**2 * (sigma**2 - sigma_to**2) / sigma**2) ** 0.5
-        sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
+        # diffusers' formula gives NaN where sigma_to/sigma is under float32's epsilon (a cosine schedule's
+        # first step from sigma ~2e4): sigma_up rounds to sigma_to, and the difference may round below zero
+        sigma_down = max(sigma_to**2 - sigma_up**2, 0) ** 0.5
         prev = sample + (sample - x0) / sigma * (sigma_down - sigma)
         return (prev + _need_noise("Euler ancestral", noise) * sigma_up).astype(np.float32)
 

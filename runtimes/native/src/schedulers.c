@@ -762,7 +762,8 @@ static void euler_a_step(const eg_scheduler *s, const float *model_output, int i
 {
     float sigma = s->sigmas[index], to = s->sigmas[index + 1];
     float up = sqrtf(to * to * (sigma * sigma - to * to) / (sigma * sigma));
-    float down = sqrtf(to * to - up * up), dt = down - sigma;
+    /* diffusers' formula gives NaN where to/sigma is under float32's epsilon: clamped at 0, as in numpy */
+    float down = sqrtf(fmaxf(to * to - up * up, 0.0f)), dt = down - sigma;
     float s2 = sigma * sigma + 1.0f, c_out = -sigma / sqrtf(s2);
     for (size_t i = 0; i < n; i++) {
         float m = model_output[i], x = sample[i];

@@ -87,6 +87,7 @@ def test_matches_numpy(program, tmp_path, config, steps, override):
     assert not isinstance(got, str), got
     c_count, init_sigma, timesteps, sigmas, outs = got
     assert c_count == count
+    assert np.isfinite(outs).all()      # assert_allclose takes NaN as equal to NaN
     np.testing.assert_allclose(timesteps, np.asarray(ref.timesteps, np.float32), rtol=0, atol=1e-5)
     assert init_sigma == pytest.approx(float(ref.init_noise_sigma), rel=1e-6)
     if hasattr(ref, "sigmas"):
