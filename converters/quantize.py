@@ -60,20 +60,21 @@ def weight_layers(lowered: Lowered) -> list[Layer]:
         if name == "relax.permute_dims" and value.args[0] in by_var:
             transposed[binding.var] = value.args[0]
         elif name == "relax.matmul" and value.args[1] in transposed:
-            found.append(("linear", transposed[value.args[1]], value.args[0]))
+            found.append(("linear", transposed[value.args[1]], value.args[0], binding.var))
         elif name == "relax.nn.conv2d" and value.args[1] in by_var:
-            found.append(("conv2d", value.args[1], value.args[0]))
+            found.append(("conv2d", value.args[1], value.args[0], binding.var))
 
     for block in func.body.blocks:
         for binding in block.bindings:
             visit(binding)
+    last = _last_layers(func, {f[3] for f in found})
     layers = []
-    for i, (op, var, data) in enumerate(found):
+    for op, var, data, result in found:
         spec = by_var[var]
         keep = None
         if data in inputs:
             keep = "first layer (reads the model input)"
-        elif i == len(found) - 1:
+        elif result in last:
             keep = "last layer (writes the model output)"
         elif uses.get(var, 0) != 1 or (op == "linear" and uses.get(next(k for k, v in transposed.items()
                                                                             if v is var), 0) != 1):
@@ -82,6 +83,34 @@ def weight_layers(lowered: Lowered) -> list[Layer]:
             keep = f"reduction width {int(np.prod(spec.shape[1:]))} < {MIN_WIDTH}"
         layers.append(Layer(spec.name, op, tuple(spec.shape), keep, data))
     return layers
+
+
+def _last_layers(func, results: set) -> set:
+    """The results (of `results`, matmul/conv2d outputs) that reach an output of `func` through no
+    other of them: each output's last layer, where a module has several outputs."""
+    from tvm import relax
+
+    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+    last, seen, todo = set(), set(), [func.body.body]
+    while todo:
+        expr = todo.pop()
+        if isinstance(expr, relax.Var):
+            if expr in seen:
+                continue
+            seen.add(expr)
+            if expr in results:
+                last.add(expr)
+                continue
+            expr = bound.get(expr)
+        if isinstance(expr, relax.Tuple):
+            todo.extend(expr.fields)
+        elif isinstance(expr, relax.TupleGetItem):
+            todo.append(expr.tuple_value)
+        elif isinstance(expr, relax.Call):
+            todo.extend(a for a in expr.args if isinstance(a, (relax.Var, relax.Tuple)))
+        elif isinstance(expr, relax.Var):
+            todo.append(expr)
+    return last
 
 
 def embedding_layers(lowered: Lowered) -> list[Layer]:
@@ -146,7 +175,8 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False) -> t
             specs.append(TensorSpec.of(name, arr))
             weights[name] = arr
         params.extend(stored)
-        gv = bb.add_func(decode_func(scheme, tuple(spec.shape), packed.arrays, words), DECODE_PREFIX + scheme.name)
+        gv = bb.add_func(decode_func(scheme, tuple(spec.shape), packed.arrays, words),
+                         DECODE_PREFIX + scheme.name.replace("-", "_"))
         decoded = relax.DataflowVar(spec.name, relax.TensorType(tuple(spec.shape), "float32"))
         substitute[var] = decoded
         decodes.append(relax.VarBinding(decoded, relax.call_tir(gv, stored, decoded.ty)))
@@ -185,17 +215,27 @@ class _Runner:
         self._weights = {n: tvm.runtime.tensor(np.ascontiguousarray(lowered.weights[n])) for n in self._names}
         self._inputs = [[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in sample.values()]
                         for sample in calibration]
-        self.reference = [self._run(x, {}) for x in self._inputs]
+        raw = [self._outputs(x, {}) for x in self._inputs]
+        # every output counts, each relative to its own peak (a module's outputs need not share a scale)
+        self._peaks = [max(max(float(np.abs(r[i]).max()) for r in raw), 1e-12) for i in range(len(raw[0]))]
+        self.reference = [self._joined(r) for r in raw]
         self.peak2 = max(float(np.abs(r).max()) for r in self.reference) ** 2
         # spread over the calibration runs (prompts/labels x timesteps, in that order)
         self._few = sorted({int(i) for i in np.linspace(0, len(self._inputs) - 1, SENSITIVITY_SAMPLES).round()})
 
-    def _run(self, inputs: list, replaced: dict) -> np.ndarray:
+    def _outputs(self, inputs: list, replaced: dict) -> list[np.ndarray]:
         out = self._vm["main"](*inputs, *(replaced.get(n, self._weights[n]) for n in self._names))
-        return (out if hasattr(out, "numpy") else out[0]).numpy()
+        return [o.numpy() for o in ([out] if hasattr(out, "numpy") else out)]
+
+    def _joined(self, outputs: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([o.ravel() / p for o, p in zip(outputs, self._peaks)])
+
+    def _run(self, inputs: list, replaced: dict) -> np.ndarray:
+        return self._joined(self._outputs(inputs, replaced))
 
     def mse(self, replaced: dict[str, np.ndarray], few: bool = False) -> float:
-        """Mean squared error of the first output over the calibration inputs (`few`: a spread subset)."""
+        """Mean squared error of the outputs (each over its peak) on the calibration inputs (`few`: a
+        spread subset)."""
         tensors = {n: self._tvm.runtime.tensor(np.ascontiguousarray(w, np.float32)) for n, w in replaced.items()}
         picked = self._few if few else range(len(self._inputs))
         return float(np.mean([np.mean((self._run(self._inputs[i], tensors).astype(np.float64)
@@ -318,6 +358,10 @@ def choose(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list
     info: dict = {"scheme": scheme.name, "applied": scheme.name, "fallback_reason": None}
     if scheme.kind != "mixed":
         return layers, {lay.weight: scheme for lay in layers if lay.keep is None}, info
+    if not any(lay.keep is None for lay in layers):
+        info.update(applied="fp32", fallback_reason="no matmul/conv weight can be quantized (each layer is kept "
+                                                    "float32 for the reason it records)")
+        return layers, {}, info
     if not calibration:
         raise ValueError(f"{scheme.name} needs calibration inputs from real runs of the pipeline")
     runner = _Runner(lowered, tvm_target, calibration)
@@ -464,11 +508,13 @@ def pack_w8a8(lowered: Lowered, layers: list[Layer], ranges: dict[str, np.ndarra
     def rewrite(lay: Layer, call, a):
         w = lowered.weights[lay.weight]                       # [N, K] or [O, I, kh, kw]
         rng = ranges[lay.weight]
-        out_idx = _outliers(rng)
+        grouped = lay.op == "conv2d" and int(call.attrs.groups) != 1
+        # a grouped conv's filters each read one slice of the channels: no float side conv for outliers there
+        out_idx = np.zeros(0, np.int64) if grouped else _outliers(rng)
         inl = np.ones(len(rng), bool)
         inl[out_idx] = False
         sx = max(float(rng[inl].max()), 1e-8) / 127
-        w_in = w * inl.reshape((1, -1) + (1,) * (w.ndim - 2))
+        w_in = w if grouped else w * inl.reshape((1, -1) + (1,) * (w.ndim - 2))
         rows = w_in.reshape(w.shape[0], -1)
         sw = np.maximum(np.abs(rows).max(axis=1), 1e-12) / 127
         q = np.clip(np.round(w_in / sw.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127).astype(np.int8)

@@ -12,10 +12,11 @@ from edgegen.core.errors import ArtifactError
 
 def pipelines() -> dict:
     """Pipeline kind -> (pipeline class, {component: (input names, output names)})."""
-    from . import class_conditional, stable_diffusion
+    from . import class_conditional, module, stable_diffusion
 
     return {stable_diffusion.KIND: (stable_diffusion.StableDiffusionPipeline, stable_diffusion.COMPONENTS),
-            class_conditional.KIND: (class_conditional.ClassConditionalPipeline, class_conditional.COMPONENTS)}
+            class_conditional.KIND: (class_conditional.ClassConditionalPipeline, class_conditional.COMPONENTS),
+            module.KIND: (module.ModuleRunner, module.COMPONENTS)}
 
 
 def check_components(artifact: Artifact, needed: dict) -> None:
@@ -49,7 +50,12 @@ def prepare(path: str | Path, verify: bool = True, trusted_keys: list | None = N
         raise ArtifactError(f"{path}: pipeline kind {kind!r} is unknown to this edgegen; upgrade edgegen.")
     pipeline, needed = known[kind]
     check_components(artifact, needed)
-    read_scheduler_config(artifact)
+    if kind == "module":      # one component, no scheduler (edgegen.build_module)
+        from .module import check
+
+        check(artifact)
+    else:
+        read_scheduler_config(artifact)
     if "tokenizer" in artifact.pipeline:
         read_vocab(artifact.file(artifact.pipeline["tokenizer"]["vocab"]))
         read_merges(artifact.file(artifact.pipeline["tokenizer"]["merges"]))

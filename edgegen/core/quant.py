@@ -27,6 +27,10 @@ class Scheme:
     activations: bool = False
     target_db: float | None = None   # mixed:<dB> only
     description: str = ""
+    # how the stored values are chosen (the stored form is the same): "best" measures METHODS[kind] on
+    # each layer and keeps the one with the least layer-output error; "rtn" is round-to-nearest with
+    # absmax scales (linear, ternary: absmean) and plain k-means palettes, the method before calibration
+    method: str = "best"
 
 
 SCHEMES: dict[str, Scheme] = {s.name: s for s in (
@@ -40,9 +44,13 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
     Scheme("pal6", "palette", 6, description="k-means palettization: a 64-entry lookup table per output channel "
                                               "(shared by a few channels on narrow layers)"),
     Scheme("ternary", "ternary", 2, group=64, description="{-1, 0, +1} weights with one scale per group"),
-    Scheme("w8a8", "linear", 8, activations=True,
+    Scheme("w8a8", "linear", 8, activations=True, method="rtn",
            description="int8 weights and int8 activations (per-tensor scales from calibration)"),
 )}
+# each weight-only scheme's old method under <name>-rtn, for comparison: same stored form, same kernels
+SCHEMES.update({f"{s.name}-rtn": Scheme(f"{s.name}-rtn", s.kind, s.bits, s.group, description=s.description
+                                        + " (round-to-nearest, absmax scales / plain k-means)", method="rtn")
+                for s in list(SCHEMES.values()) if s.kind in ("linear", "palette", "ternary") and not s.activations})
 _MIXED = re.compile(r"^mixed:(\d+(?:\.\d+)?)$")
 
 
