@@ -144,10 +144,12 @@ def embedding_layers(lowered: Lowered) -> list[Layer]:
     return layers
 
 
-def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False) -> tuple[Lowered, dict[str, dict]]:
+def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False,
+         stats: dict | None = None) -> tuple[Lowered, dict[str, dict]]:
     """`lowered` with each weight in `choices` packed and decoded in-kernel; returns it and, per
-    packed weight, {scheme, bits_per_weight, bytes}. `words`: store the packed arrays as 32-bit words
-    (kernels/dequant.as_words), the form GPU kernels read."""
+    packed weight, {scheme, method, bits_per_weight, bytes}. `words`: store the packed arrays as 32-bit
+    words (kernels/dequant.as_words), the form GPU kernels read. `stats`: weight -> LayerStats of its
+    input (converters/layer_stats.py), which the calibrated methods use."""
     import_tvm_compiler()
     from tvm import relax
 
@@ -166,7 +168,7 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False) -> t
             weights[spec.name] = lowered.weights[spec.name]
             continue
         w = lowered.weights[spec.name]
-        packed = quantize_weight(w, scheme, out_axis=0)
+        packed = quantize_weight(w, scheme, out_axis=0, stats=(stats or {}).get(spec.name))
         stored = []
         for key, arr in packed.arrays.items():
             name = f"{spec.name}.{key}"
@@ -181,7 +183,8 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False) -> t
         substitute[var] = decoded
         decodes.append(relax.VarBinding(decoded, relax.call_tir(gv, stored, decoded.ty)))
         nbytes = int(sum(weights[v.name].nbytes for v in stored))
-        report[spec.name] = {"scheme": scheme.name, "bits_per_weight": round(8 * nbytes / w.size, 3), "bytes": nbytes}
+        report[spec.name] = {"scheme": scheme.name, "method": packed.method,
+                             "bits_per_weight": round(8 * nbytes / w.size, 3), "bytes": nbytes}
     bound = func.bind_params(substitute)
     first, *rest = bound.body.blocks
     body = relax.SeqExpr([relax.DataflowBlock(decodes + list(first.bindings)), *rest], bound.body.body)
@@ -246,7 +249,8 @@ class _Runner:
 
 
 def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner: _Runner,
-                 log=lambda msg: None, end_check=None, end_target_db: float | None = None) -> tuple[dict, list[dict], dict]:
+                 log=lambda msg: None, end_check=None, end_target_db: float | None = None,
+                 stats: dict | None = None) -> tuple[dict, list[dict], dict]:
     """Per-layer bit widths for `mixed:<dB>`.
 
     Sensitivity: for every layer and every rung of MIXED_LADDER, the component's output error over
@@ -268,18 +272,20 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
 
     ladder = [parse(n) for n in MIXED_LADDER]
     todo = [lay for lay in layers if lay.keep is None]
+    stats = stats or {}
     rungs: dict[str, list[tuple]] = {}    # weight -> [(scheme or None, bits, component mse, dB, error)]
     end_solo: dict[str, float] = {}
     for lay in todo:
         w = lowered.weights[lay.weight]
         rows = []
         for scheme in ladder:
-            packed = quantize_weight(w, scheme)
+            packed = quantize_weight(w, scheme, stats=stats.get(lay.weight))
             mse = runner.mse({lay.weight: dequantize_weight(packed)}, few=True)
             rows.append([scheme, packed.bits_per_weight, mse, runner.db(mse), mse])
         rows.append([None, 32.0, 0.0, float("inf"), 0.0])
         if end_check is not None:
-            end_solo[lay.weight] = end_check({lay.weight: dequantize_weight(quantize_weight(w, ladder[0]))}, True)
+            end_solo[lay.weight] = end_check({lay.weight: dequantize_weight(
+                quantize_weight(w, ladder[0], stats=stats.get(lay.weight)))}, True)
             gain = 10 ** (-end_solo[lay.weight] / 10) / max(rows[0][2], runner.peak2 * 1e-12)
             for row in rows:
                 row[4] = row[2] * gain
@@ -306,7 +312,7 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
         return level
 
     def measure(level: dict) -> tuple[dict, float]:
-        replaced = {n: dequantize_weight(quantize_weight(lowered.weights[n], rungs[n][i][0]))
+        replaced = {n: dequantize_weight(quantize_weight(lowered.weights[n], rungs[n][i][0], stats=stats.get(n)))
                     for n, i in level.items() if rungs[n][i][0] is not None}
         measured = {"calibration_psnr_db": round(runner.db(runner.mse(replaced)), 2)}
         if end_check is not None:
@@ -349,7 +355,8 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
 
 
 def choose(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list[dict] | None = None,
-           log=lambda msg: None, end_output=None, end_target_db: float | None = None) -> tuple[list, dict, dict]:
+           log=lambda msg: None, end_output=None, end_target_db: float | None = None,
+           stats: dict | None = None) -> tuple[list, dict, dict]:
     """The weight-only scheme each matmul/conv2d weight takes: `scheme` for every layer not kept
     float32, or, for mixed:<dB>, the bits the search picks (measured with the component compiled
     for `tvm_target`, a CPU target). Returns (layers, {weight: Scheme}, the manifest's `quant`
@@ -376,7 +383,7 @@ def choose(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list
             return psnr(reference[:len(out)], out, peak=1.0)
 
     choices, records, measured = search_mixed(lowered, layers, scheme.target_db, runner, log, end_check,
-                                              end_target_db)
+                                              end_target_db, stats)
     info.update(target_db=scheme.target_db, calibration_samples=len(calibration), **measured,
                 **({"end_target_db": round(end_target_db, 2)} if end_check else {}), search=records)
     return layers, choices, info
@@ -402,11 +409,13 @@ def summarize(info: dict, layers: list, weight_specs: list, stored: dict, report
 
 
 def apply(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list[dict] | None = None,
-          log=lambda msg: None, end_output=None, end_target_db: float | None = None) -> tuple[Lowered, dict]:
+          log=lambda msg: None, end_output=None, end_target_db: float | None = None,
+          stats: dict | None = None) -> tuple[Lowered, dict]:
     """Quantize a lowered component with `scheme`; returns the packed component and the manifest's
-    `quant` record (per-layer choices, the layers kept and why, bits per weight). For mixed:<dB>,
-    `end_output(replaced)` (torch parameter name -> value; None for float32) gives the pipeline's
-    final outputs in [0, 1], which must stay `end_target_db` (default: the scheme's) from float32."""
+    `quant` record (per-layer choices and methods, the layers kept and why, bits per weight). For
+    mixed:<dB>, `end_output(replaced)` (torch parameter name -> value; None for float32) gives the
+    pipeline's final outputs in [0, 1], which must stay `end_target_db` (default: the scheme's) from
+    float32. `stats`: weight -> LayerStats on the calibration inputs (converters/layer_stats.py)."""
     if scheme.activations:
         if not calibration:
             raise ValueError(f"{scheme.name} needs calibration inputs from real runs of the pipeline")
@@ -417,8 +426,11 @@ def apply(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list[
                 "calibration_samples": len(calibration), "outlier_ratio": OUTLIER_RATIO}
         packed, report = pack_w8a8(lowered, chosen, ranges)
     else:
-        layers, choices, info = choose(lowered, scheme, tvm_target, calibration, log, end_output, end_target_db)
-        packed, report = pack(lowered, choices)
+        layers, choices, info = choose(lowered, scheme, tvm_target, calibration, log, end_output, end_target_db,
+                                       stats)
+        packed, report = pack(lowered, choices, stats=stats)
+        if stats:
+            info["calibrated_layers"] = sum(1 for w in report if w in stats)
     return packed, summarize(info, layers, lowered.weight_specs, packed.weights, report)
 
 
