@@ -180,7 +180,7 @@ def quantize_weight(w: np.ndarray, scheme: Scheme, out_axis: int = 0, stats: "La
     m = _rows(w, out_axis)
     candidates = [_quantize_rtn(w, scheme, out_axis)] + [
         _QUANTIZERS[method](m, scheme, stats, shape) for method in METHODS[scheme.kind][1:]
-        if method != "gptq" or (stats is not None and stats.hessian is not None)]
+        if not method.startswith("gptq") or (stats is not None and stats.hessian is not None)]
     errors = [layer_error(m, _rows(dequantize_weight(p, out_axis), out_axis), stats) for p in candidates]
     return candidates[int(np.argmin(errors))]
 
@@ -241,12 +241,14 @@ def dequantize_weight(p: Packed, out_axis: int = 0) -> np.ndarray:
 
 # per kind, the methods `best` measures (the first is the round-to-nearest / plain k-means one)
 METHODS = {"linear": ("rtn", "search", "gptq"), "ternary": ("rtn", "search", "gptq"),
-           "palette": ("kmeans", "weighted-kmeans")}
+           "palette": ("kmeans", "weighted-kmeans", "gptq-palette")}
 # clipping ratios the scale search tries, of the group's absmax (ternary: its codes reach only +-1)
 CLIP_GRID = np.linspace(1.0, 0.55, 10)
 TERNARY_GRID = np.linspace(1.0, 0.2, 17)
 GPTQ_DAMP = 0.01          # of the Hessian's mean diagonal, added to it (GPTQ's percdamp)
 HESSIAN_MAX_WIDTH = 8192  # wider reductions keep only the Hessian's diagonal (no GPTQ): K*K floats each
+PALETTE_REFITS = 2        # rounds of (refit the tables for the assignments, assign again with GPTQ)
+REFIT_MAX_FLOPS = 4e9     # a layer whose refit costs more (rows * width^2 * entries) keeps its k-means tables
 
 
 @dataclass
@@ -377,4 +379,67 @@ def _weighted_palette(m: np.ndarray, scheme: Scheme, stats: LayerStats | None, s
                                        "lut": lut.astype(np.float16)}, "weighted-kmeans")
 
 
-_QUANTIZERS = {"search": _search, "gptq": _gptq, "weighted-kmeans": _weighted_palette}
+def _gptq_palette(m: np.ndarray, scheme: Scheme, stats: LayerStats, shape: tuple) -> Packed:
+    """GPTQ's error feedback over a palette: the tables from sensitivity-weighted k-means, then the
+    columns assigned in order, each to the nearest entry of its row's table, its rounding error spread
+    over the columns not yet assigned (as _gptq)."""
+    rows, width = m.shape
+    lut = _weighted_palette(m, scheme, stats, shape).arrays["lut"].astype(np.float64)
+    share = rows // lut.shape[0]
+    h = np.asarray(stats.hessian, np.float64).copy()
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    h[np.diag_indices(width)] += GPTQ_DAMP * np.mean(np.diag(h))
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    best = None
+    refits = PALETTE_REFITS if rows * width * width * lut.shape[1] <= REFIT_MAX_FLOPS else 0
+    for _ in range(refits + 1):
+        idx = _gptq_assign(np.asarray(m, np.float64), np.repeat(lut, share, axis=0), u)
+        err = layer_error(m, np.take_along_axis(np.repeat(lut, share, axis=0), idx, axis=1), stats)
+        if best is None or err < best[0]:
+            best = (err, idx, lut)
+        lut = _refit_tables(np.asarray(m, np.float64), idx, lut, share, np.asarray(stats.hessian, np.float64))
+    _, idx, lut = best
+    return Packed(scheme.name, shape, {"codes": _pack(idx, scheme.bits), "lut": lut.astype(np.float16)},
+                  "gptq-palette")
+
+
+def _gptq_assign(w: np.ndarray, table: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Per row, the table index of each column, assigned in order with GPTQ's error feedback."""
+    rows, width = w.shape
+    w = w.copy()
+    idx = np.zeros((rows, width), np.int64)
+    for j0 in range(0, width, 128):
+        j1 = min(j0 + 128, width)
+        errors = np.zeros((rows, j1 - j0))
+        for i in range(j0, j1):
+            code = np.abs(w[:, i:i + 1] - table).argmin(axis=1)
+            idx[:, i] = code
+            err = (w[:, i] - table[np.arange(rows), code]) / u[i, i]
+            w[:, i + 1:j1] -= np.outer(err, u[i, i + 1:j1])
+            errors[:, i - j0] = err
+        w[:, j1:] -= errors @ u[j0:j1, j1:]
+    return idx
+
+
+def _refit_tables(w: np.ndarray, idx: np.ndarray, lut: np.ndarray, share: int, h: np.ndarray) -> np.ndarray:
+    """The table values that minimise the layer-output error sum_r (w_r - c[idx_r]) H (w_r - c[idx_r])^T
+    for the assignments `idx` (a least-squares problem of k unknowns per table), stored as float16."""
+    k = lut.shape[1]
+    out = lut.copy()
+    for t in range(lut.shape[0]):
+        a, b = np.zeros((k, k)), np.zeros(k)
+        for r in range(t * share, (t + 1) * share):
+            onehot = np.eye(k)[idx[r]]                      # [width, k]
+            he = h @ onehot
+            a += onehot.T @ he
+            b += he.T @ w[r]
+        used = np.diag(a) > 0
+        if used.any():
+            sol = np.linalg.lstsq(a[np.ix_(used, used)], b[used], rcond=None)[0]
+            out[t, used] = sol
+    return out.astype(np.float16).astype(np.float64)
+
+
+_QUANTIZERS = {"search": _search, "gptq": _gptq, "weighted-kmeans": _weighted_palette,
+               "gptq-palette": _gptq_palette}
