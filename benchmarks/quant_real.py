@@ -8,7 +8,7 @@ Decoder: each scheme is built with edgegen.build_module (calibration: latents of
 compared with the float32 torch decoder: PSNR of the decoded images (peak 1). Each calibrated
 scheme is printed beside its round-to-nearest form (<scheme>-rtn), with the method each layer took.
 Digits: the figures of examples/digits/quant_eval.py (class accuracy, sample PSNR against float32
-torch), read from benchmarks/results/digits_quant_methods.json when that run has been made:
+torch), read from benchmarks/results/digits_quant_*.json when such runs have been made:
 
     python examples/digits/quant_eval.py --schemes w4g32-rtn,w4g32,w4g128-rtn,w4g128,pal4-rtn,pal4 \\
         --out benchmarks/results/digits_quant_methods.json
@@ -93,12 +93,17 @@ def main():
     args = parser.parse_args()
     rows = decoder_rows(args.schemes.split(","), args.test, args.calibration)
     result = {"decoder": {"rows": rows, "targets": targets(rows, "psnr_db")}}
-    digits = ROOT / "benchmarks" / "results" / "digits_quant_methods.json"
-    if digits.is_file():
-        data = json.loads(digits.read_text())
-        drows = [{"scheme": r["scheme"], "psnr_db": r["psnr_vs_fp32_torch_db"], "accuracy": r["class_accuracy"]}
-                 for r in data["rows"]]
-        result["digits"] = {"rows": drows, "targets": targets(drows, "psnr_db"), "source": str(digits)}
+    files = sorted((ROOT / "benchmarks" / "results").glob("digits_quant_*.json"), key=lambda p: p.stat().st_mtime)
+    merged = {}      # scheme -> row, the newest run's where several measured it
+    for path in files:
+        for r in json.loads(path.read_text())["rows"]:
+            if "psnr_vs_fp32_torch_db" not in r:     # the torch sampler's own row
+                continue
+            merged[r["scheme"]] = {"scheme": r["scheme"], "psnr_db": r["psnr_vs_fp32_torch_db"],
+                                   "accuracy": r["class_accuracy"], "source": path.name}
+    if merged:
+        drows = list(merged.values())
+        result["digits"] = {"rows": drows, "targets": targets(drows, "psnr_db")}
         for r in drows:
             print(f"digits   {str(r['scheme']):12s} {r['psnr_db']} dB  accuracy {r['accuracy']}")
     for model, entry in result.items():
