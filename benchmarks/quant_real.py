@@ -64,7 +64,8 @@ def decoder_rows(schemes, n_test: int, n_calibration: int) -> list[dict]:
                                       for i in range(0, len(latents), BATCH)])
             quant = report.components["module"]["quant"]
             methods = Counter(lay.get("method", "fp32") for lay in quant["layers"])
-            rows.append({"model": "autoencoder decoder", "scheme": scheme, "psnr_db": round(psnr(reference, out, 1.0), 2),
+            rows.append({"model": "autoencoder decoder", "scheme": scheme,
+                         "psnr_db": round(psnr(reference, out, 1.0), 2),
                          "bits_per_weight_quantized": quant["bits_per_weight_quantized"],
                          "methods": dict(methods), "build_s": round(build_s, 1)})
             print(f"decoder  {scheme:12s} {rows[-1]['psnr_db']:6.2f} dB  "

@@ -316,7 +316,8 @@ def _store_grid(q: np.ndarray, scale: np.ndarray, scheme: Scheme, shape: tuple, 
     width = int(np.prod(shape)) // q.shape[0]
     bits, lo, _, _ = _grid(scheme, width)
     if bits == 8:
-        return Packed(scheme.name, shape, {"q": q[:, :width].astype(np.int8), "scale": scale.astype(np.float16)}, method)
+        return Packed(scheme.name, shape, {"q": q[:, :width].astype(np.int8), "scale": scale.astype(np.float16)},
+                      method)
     return Packed(scheme.name, shape, {"codes": _pack(q - lo, bits), "scale": scale.astype(np.float16)}, method)
 
 

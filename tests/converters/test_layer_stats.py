@@ -32,7 +32,8 @@ def test_statistics_predict_each_layers_output_error():
     samples = [{"x": rng.standard_normal((2, 5, 9, 9)).astype(np.float32)} for _ in range(3)]
     stats = collect(Net(), {"c": "conv.weight", "l": "lin.weight", "g": "grouped.weight"}, samples)
     assert set(stats) == {"c", "l"}          # a grouped conv's filters read different inputs: none
-    for name, module, layer_input in (("c", conv, lambda x: x), ("l", lin, lambda x: grouped(conv(x)).permute(0, 2, 3, 1))):
+    cases = (("c", conv, lambda x: x), ("l", lin, lambda x: grouped(conv(x)).permute(0, 2, 3, 1)))
+    for name, module, layer_input in cases:
         w = module.weight.detach().numpy()
         delta = rng.standard_normal(w.shape).astype(np.float32) * 0.01
         with torch.no_grad():
