@@ -104,8 +104,15 @@ def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict
     fp32_elements = sum(int(np.prod(s.shape)) for s in lowered.weight_specs)
     quant = None
     if scheme is not None:
+        stats = None
+        if calibrated(scheme):
+            from . import layer_stats
+
+            stats = stages.run(f"{name}: layer input statistics ({len(calibration or [cap.inputs])} calibration "
+                               f"inputs)", layer_stats.collect, cap.module, lowered.sources,
+                               calibration or [cap.inputs])
         lowered, quant = stages.run(f"{name}: quantize {scheme.name} (packed weights)", quantize.apply, lowered,
-                                    scheme, tvm_target, calibration, stages.log, *(end or (None, None)))
+                                    scheme, tvm_target, calibration, stages.log, *(end or (None, None)), stats)
     kernels: list = []
     executable = stages.run(f"{name}: compile for {target.name}", lower.compile_module, lowered.module,
                             tvm_target, kernels)
@@ -117,6 +124,12 @@ def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict
     info = {"schedule_rules": lower.SCHEDULE_RULES.get(tvm_target["kind"], []), "num_weights": fp32_elements,
             "kernels": kernels, **({"quant": quant} if quant else {})}
     return files, lowered.weight_specs, info, actual
+
+
+def calibrated(scheme) -> bool:
+    """Whether `scheme` chooses its stored values from calibration (the layers' input statistics)."""
+    return scheme.method != "rtn" and scheme.kind in ("linear", "palette", "ternary", "mixed") \
+        and not scheme.activations
 
 
 def _end_output(end_output, component: str):
@@ -371,11 +384,13 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
                        family.OPTIMUM_TASK)
         tvm_target = lower.resolve_target(tgt.tvm_target) if tgt.tvm_target else {}
         calibration = {}
-        # calibration where it is used: w8a8 on onnx and cpu, mixed:<dB> on cpu and the GPU targets (coreml
-        # maps both to weight-only)
+        # calibration where it is used: w8a8 on onnx and cpu, mixed:<dB> on cpu and the GPU targets, the
+        # calibrated weight methods (w4g32, pal4, ...; not <scheme>-rtn) on cpu (coreml maps w8a8 and
+        # mixed to weight-only)
         tvm = tgt.backend == "tvm_vm" or tgt.backend in GPU_BACKENDS
         if scheme is not None and plan.calibrate is not None and (
-                (scheme.activations and tgt.backend != "coreml") or (scheme.kind == "mixed" and tvm)):
+                (scheme.activations and tgt.backend != "coreml") or (scheme.kind == "mixed" and tvm)
+                or (calibrated(scheme) and tgt.backend == "tvm_vm")):
             calibration = stages.run("calibrate: real runs of the source pipeline", plan.calibrate)
         if scheme is not None and scheme.kind == "mixed" and tvm and plan.end_output is not None:
             # each component's share of the final output's error budget: together they meet the target

@@ -60,20 +60,21 @@ def weight_layers(lowered: Lowered) -> list[Layer]:
         if name == "relax.permute_dims" and value.args[0] in by_var:
             transposed[binding.var] = value.args[0]
         elif name == "relax.matmul" and value.args[1] in transposed:
-            found.append(("linear", transposed[value.args[1]], value.args[0]))
+            found.append(("linear", transposed[value.args[1]], value.args[0], binding.var))
         elif name == "relax.nn.conv2d" and value.args[1] in by_var:
-            found.append(("conv2d", value.args[1], value.args[0]))
+            found.append(("conv2d", value.args[1], value.args[0], binding.var))
 
     for block in func.body.blocks:
         for binding in block.bindings:
             visit(binding)
+    last = _last_layers(func, {f[3] for f in found})
     layers = []
-    for i, (op, var, data) in enumerate(found):
+    for op, var, data, result in found:
         spec = by_var[var]
         keep = None
         if data in inputs:
             keep = "first layer (reads the model input)"
-        elif i == len(found) - 1:
+        elif result in last:
             keep = "last layer (writes the model output)"
         elif uses.get(var, 0) != 1 or (op == "linear" and uses.get(next(k for k, v in transposed.items()
                                                                             if v is var), 0) != 1):
@@ -82,6 +83,34 @@ def weight_layers(lowered: Lowered) -> list[Layer]:
             keep = f"reduction width {int(np.prod(spec.shape[1:]))} < {MIN_WIDTH}"
         layers.append(Layer(spec.name, op, tuple(spec.shape), keep, data))
     return layers
+
+
+def _last_layers(func, results: set) -> set:
+    """The results (of `results`, matmul/conv2d outputs) that reach an output of `func` through no
+    other of them: each output's last layer, where a module has several outputs."""
+    from tvm import relax
+
+    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+    last, seen, todo = set(), set(), [func.body.body]
+    while todo:
+        expr = todo.pop()
+        if isinstance(expr, relax.Var):
+            if expr in seen:
+                continue
+            seen.add(expr)
+            if expr in results:
+                last.add(expr)
+                continue
+            expr = bound.get(expr)
+        if isinstance(expr, relax.Tuple):
+            todo.extend(expr.fields)
+        elif isinstance(expr, relax.TupleGetItem):
+            todo.append(expr.tuple_value)
+        elif isinstance(expr, relax.Call):
+            todo.extend(a for a in expr.args if isinstance(a, (relax.Var, relax.Tuple)))
+        elif isinstance(expr, relax.Var):
+            todo.append(expr)
+    return last
 
 
 def embedding_layers(lowered: Lowered) -> list[Layer]:
@@ -115,10 +144,12 @@ def embedding_layers(lowered: Lowered) -> list[Layer]:
     return layers
 
 
-def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False) -> tuple[Lowered, dict[str, dict]]:
+def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False,
+         stats: dict | None = None) -> tuple[Lowered, dict[str, dict]]:
     """`lowered` with each weight in `choices` packed and decoded in-kernel; returns it and, per
-    packed weight, {scheme, bits_per_weight, bytes}. `words`: store the packed arrays as 32-bit words
-    (kernels/dequant.as_words), the form GPU kernels read."""
+    packed weight, {scheme, method, bits_per_weight, bytes}. `words`: store the packed arrays as 32-bit
+    words (kernels/dequant.as_words), the form GPU kernels read. `stats`: weight -> LayerStats of its
+    input (converters/layer_stats.py), which the calibrated methods use."""
     import_tvm_compiler()
     from tvm import relax
 
@@ -137,7 +168,7 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False) -> t
             weights[spec.name] = lowered.weights[spec.name]
             continue
         w = lowered.weights[spec.name]
-        packed = quantize_weight(w, scheme, out_axis=0)
+        packed = quantize_weight(w, scheme, out_axis=0, stats=(stats or {}).get(spec.name))
         stored = []
         for key, arr in packed.arrays.items():
             name = f"{spec.name}.{key}"
@@ -146,12 +177,14 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False) -> t
             specs.append(TensorSpec.of(name, arr))
             weights[name] = arr
         params.extend(stored)
-        gv = bb.add_func(decode_func(scheme, tuple(spec.shape), packed.arrays, words), DECODE_PREFIX + scheme.name)
+        gv = bb.add_func(decode_func(scheme, tuple(spec.shape), packed.arrays, words),
+                         DECODE_PREFIX + scheme.name.replace("-", "_"))
         decoded = relax.DataflowVar(spec.name, relax.TensorType(tuple(spec.shape), "float32"))
         substitute[var] = decoded
         decodes.append(relax.VarBinding(decoded, relax.call_tir(gv, stored, decoded.ty)))
         nbytes = int(sum(weights[v.name].nbytes for v in stored))
-        report[spec.name] = {"scheme": scheme.name, "bits_per_weight": round(8 * nbytes / w.size, 3), "bytes": nbytes}
+        report[spec.name] = {"scheme": scheme.name, "method": packed.method,
+                             "bits_per_weight": round(8 * nbytes / w.size, 3), "bytes": nbytes}
     bound = func.bind_params(substitute)
     first, *rest = bound.body.blocks
     body = relax.SeqExpr([relax.DataflowBlock(decodes + list(first.bindings)), *rest], bound.body.body)
@@ -185,17 +218,27 @@ class _Runner:
         self._weights = {n: tvm.runtime.tensor(np.ascontiguousarray(lowered.weights[n])) for n in self._names}
         self._inputs = [[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in sample.values()]
                         for sample in calibration]
-        self.reference = [self._run(x, {}) for x in self._inputs]
+        raw = [self._outputs(x, {}) for x in self._inputs]
+        # every output counts, each relative to its own peak (a module's outputs need not share a scale)
+        self._peaks = [max(max(float(np.abs(r[i]).max()) for r in raw), 1e-12) for i in range(len(raw[0]))]
+        self.reference = [self._joined(r) for r in raw]
         self.peak2 = max(float(np.abs(r).max()) for r in self.reference) ** 2
         # spread over the calibration runs (prompts/labels x timesteps, in that order)
         self._few = sorted({int(i) for i in np.linspace(0, len(self._inputs) - 1, SENSITIVITY_SAMPLES).round()})
 
-    def _run(self, inputs: list, replaced: dict) -> np.ndarray:
+    def _outputs(self, inputs: list, replaced: dict) -> list[np.ndarray]:
         out = self._vm["main"](*inputs, *(replaced.get(n, self._weights[n]) for n in self._names))
-        return (out if hasattr(out, "numpy") else out[0]).numpy()
+        return [o.numpy() for o in ([out] if hasattr(out, "numpy") else out)]
+
+    def _joined(self, outputs: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([o.ravel() / p for o, p in zip(outputs, self._peaks)])
+
+    def _run(self, inputs: list, replaced: dict) -> np.ndarray:
+        return self._joined(self._outputs(inputs, replaced))
 
     def mse(self, replaced: dict[str, np.ndarray], few: bool = False) -> float:
-        """Mean squared error of the first output over the calibration inputs (`few`: a spread subset)."""
+        """Mean squared error of the outputs (each over its peak) on the calibration inputs (`few`: a
+        spread subset)."""
         tensors = {n: self._tvm.runtime.tensor(np.ascontiguousarray(w, np.float32)) for n, w in replaced.items()}
         picked = self._few if few else range(len(self._inputs))
         return float(np.mean([np.mean((self._run(self._inputs[i], tensors).astype(np.float64)
@@ -206,7 +249,8 @@ class _Runner:
 
 
 def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner: _Runner,
-                 log=lambda msg: None, end_check=None, end_target_db: float | None = None) -> tuple[dict, list[dict], dict]:
+                 log=lambda msg: None, end_check=None, end_target_db: float | None = None,
+                 stats: dict | None = None) -> tuple[dict, list[dict], dict]:
     """Per-layer bit widths for `mixed:<dB>`.
 
     Sensitivity: for every layer and every rung of MIXED_LADDER, the component's output error over
@@ -228,18 +272,20 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
 
     ladder = [parse(n) for n in MIXED_LADDER]
     todo = [lay for lay in layers if lay.keep is None]
+    stats = stats or {}
     rungs: dict[str, list[tuple]] = {}    # weight -> [(scheme or None, bits, component mse, dB, error)]
     end_solo: dict[str, float] = {}
     for lay in todo:
         w = lowered.weights[lay.weight]
         rows = []
         for scheme in ladder:
-            packed = quantize_weight(w, scheme)
+            packed = quantize_weight(w, scheme, stats=stats.get(lay.weight))
             mse = runner.mse({lay.weight: dequantize_weight(packed)}, few=True)
             rows.append([scheme, packed.bits_per_weight, mse, runner.db(mse), mse])
         rows.append([None, 32.0, 0.0, float("inf"), 0.0])
         if end_check is not None:
-            end_solo[lay.weight] = end_check({lay.weight: dequantize_weight(quantize_weight(w, ladder[0]))}, True)
+            end_solo[lay.weight] = end_check({lay.weight: dequantize_weight(
+                quantize_weight(w, ladder[0], stats=stats.get(lay.weight)))}, True)
             gain = 10 ** (-end_solo[lay.weight] / 10) / max(rows[0][2], runner.peak2 * 1e-12)
             for row in rows:
                 row[4] = row[2] * gain
@@ -266,7 +312,7 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
         return level
 
     def measure(level: dict) -> tuple[dict, float]:
-        replaced = {n: dequantize_weight(quantize_weight(lowered.weights[n], rungs[n][i][0]))
+        replaced = {n: dequantize_weight(quantize_weight(lowered.weights[n], rungs[n][i][0], stats=stats.get(n)))
                     for n, i in level.items() if rungs[n][i][0] is not None}
         measured = {"calibration_psnr_db": round(runner.db(runner.mse(replaced)), 2)}
         if end_check is not None:
@@ -309,7 +355,8 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
 
 
 def choose(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list[dict] | None = None,
-           log=lambda msg: None, end_output=None, end_target_db: float | None = None) -> tuple[list, dict, dict]:
+           log=lambda msg: None, end_output=None, end_target_db: float | None = None,
+           stats: dict | None = None) -> tuple[list, dict, dict]:
     """The weight-only scheme each matmul/conv2d weight takes: `scheme` for every layer not kept
     float32, or, for mixed:<dB>, the bits the search picks (measured with the component compiled
     for `tvm_target`, a CPU target). Returns (layers, {weight: Scheme}, the manifest's `quant`
@@ -318,6 +365,10 @@ def choose(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list
     info: dict = {"scheme": scheme.name, "applied": scheme.name, "fallback_reason": None}
     if scheme.kind != "mixed":
         return layers, {lay.weight: scheme for lay in layers if lay.keep is None}, info
+    if not any(lay.keep is None for lay in layers):
+        info.update(applied="fp32", fallback_reason="no matmul/conv weight can be quantized (each layer is kept "
+                                                    "float32 for the reason it records)")
+        return layers, {}, info
     if not calibration:
         raise ValueError(f"{scheme.name} needs calibration inputs from real runs of the pipeline")
     runner = _Runner(lowered, tvm_target, calibration)
@@ -332,7 +383,7 @@ def choose(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list
             return psnr(reference[:len(out)], out, peak=1.0)
 
     choices, records, measured = search_mixed(lowered, layers, scheme.target_db, runner, log, end_check,
-                                              end_target_db)
+                                              end_target_db, stats)
     info.update(target_db=scheme.target_db, calibration_samples=len(calibration), **measured,
                 **({"end_target_db": round(end_target_db, 2)} if end_check else {}), search=records)
     return layers, choices, info
@@ -358,11 +409,13 @@ def summarize(info: dict, layers: list, weight_specs: list, stored: dict, report
 
 
 def apply(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list[dict] | None = None,
-          log=lambda msg: None, end_output=None, end_target_db: float | None = None) -> tuple[Lowered, dict]:
+          log=lambda msg: None, end_output=None, end_target_db: float | None = None,
+          stats: dict | None = None) -> tuple[Lowered, dict]:
     """Quantize a lowered component with `scheme`; returns the packed component and the manifest's
-    `quant` record (per-layer choices, the layers kept and why, bits per weight). For mixed:<dB>,
-    `end_output(replaced)` (torch parameter name -> value; None for float32) gives the pipeline's
-    final outputs in [0, 1], which must stay `end_target_db` (default: the scheme's) from float32."""
+    `quant` record (per-layer choices and methods, the layers kept and why, bits per weight). For
+    mixed:<dB>, `end_output(replaced)` (torch parameter name -> value; None for float32) gives the
+    pipeline's final outputs in [0, 1], which must stay `end_target_db` (default: the scheme's) from
+    float32. `stats`: weight -> LayerStats on the calibration inputs (converters/layer_stats.py)."""
     if scheme.activations:
         if not calibration:
             raise ValueError(f"{scheme.name} needs calibration inputs from real runs of the pipeline")
@@ -373,8 +426,11 @@ def apply(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list[
                 "calibration_samples": len(calibration), "outlier_ratio": OUTLIER_RATIO}
         packed, report = pack_w8a8(lowered, chosen, ranges)
     else:
-        layers, choices, info = choose(lowered, scheme, tvm_target, calibration, log, end_output, end_target_db)
-        packed, report = pack(lowered, choices)
+        layers, choices, info = choose(lowered, scheme, tvm_target, calibration, log, end_output, end_target_db,
+                                       stats)
+        packed, report = pack(lowered, choices, stats=stats)
+        if stats:
+            info["calibrated_layers"] = sum(1 for w in report if w in stats)
     return packed, summarize(info, layers, lowered.weight_specs, packed.weights, report)
 
 
@@ -464,11 +520,13 @@ def pack_w8a8(lowered: Lowered, layers: list[Layer], ranges: dict[str, np.ndarra
     def rewrite(lay: Layer, call, a):
         w = lowered.weights[lay.weight]                       # [N, K] or [O, I, kh, kw]
         rng = ranges[lay.weight]
-        out_idx = _outliers(rng)
+        grouped = lay.op == "conv2d" and int(call.attrs.groups) != 1
+        # a grouped conv's filters each read one slice of the channels: no float side conv for outliers there
+        out_idx = np.zeros(0, np.int64) if grouped else _outliers(rng)
         inl = np.ones(len(rng), bool)
         inl[out_idx] = False
         sx = max(float(rng[inl].max()), 1e-8) / 127
-        w_in = w * inl.reshape((1, -1) + (1,) * (w.ndim - 2))
+        w_in = w if grouped else w * inl.reshape((1, -1) + (1,) * (w.ndim - 2))
         rows = w_in.reshape(w.shape[0], -1)
         sw = np.maximum(np.abs(rows).max(axis=1), 1e-12) / 127
         q = np.clip(np.round(w_in / sw.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127).astype(np.int8)

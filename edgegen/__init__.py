@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["build", "validate", "load", "runtimes", "converters", "core"]
+__all__ = ["build", "build_module", "validate", "load", "runtimes", "converters", "core"]
 
 
 def build(model_dir, out, target: str = "cpu", **options):
@@ -21,6 +21,16 @@ def build(model_dir, out, target: str = "cpu", **options):
     from .converters.build import build as _build
 
     return _build(model_dir, out, target=target, **options)
+
+
+def build_module(module, example_inputs: dict, out, target: str = "cpu", quant: str | None = None,
+                 calibration: list | None = None, **options):
+    """Build any torch module into a one-component artifact (see converters.module.build_module);
+    load it with edgegen.runtimes.load_module(out)."""
+    from .converters.module import build_module as _build_module
+
+    return _build_module(module, example_inputs, out, target=target, quant=quant, calibration=calibration,
+                         **options)
 
 
 def validate(artifact_dir, model_dir, **options):

@@ -63,6 +63,26 @@ def cmd_build(args) -> int:
     return 0 if result is None or result["passed"] else 1
 
 
+def cmd_build_module(args) -> int:
+    from edgegen import build_module
+    from edgegen.converters.module import load_factory
+
+    module, example_inputs, calibration = load_factory(args.factory)
+    report = build_module(module, example_inputs, args.out, target=args.target, quant=args.quant,
+                          calibration=calibration, overwrite=args.overwrite, progress=_progress(args))
+    info = report.components["module"]
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        q = info.get("quant")
+        print(line("built", artifact=report.artifact, target=report.target, seconds=report.seconds,
+                   mb=report.bytes / 1e6))
+        print(line("built_component", name="module", mb=info["bytes"] / 1e6,
+                   measured="not executed here" if info["psnr_db"] is None else f"parity {info['psnr_db']:.1f} dB",
+                   quant=f"  {q['applied']} {q['bits_per_weight']:.2f} bits/weight" if q else ""))
+    return 0
+
+
 QUANT_CHECK_STEPS = 10
 
 
@@ -390,6 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print a machine-readable summary")
     b.add_argument("--sign", metavar="KEYFILE", help="sign the artifact with this private key (`edgegen keygen`)")
     b.set_defaults(func=cmd_build)
+    bm = sub.add_parser("build-module", help="build any torch module, named FILE.py:FACTORY, into an artifact")
+    bm.add_argument("factory", help="FILE.py:FACTORY; FACTORY() returns (module, example_inputs[, calibration])")
+    bm.add_argument("--target", default="cpu")
+    bm.add_argument("--out", required=True)
+    bm.add_argument("--quant", help="quantization scheme (as build)")
+    bm.add_argument("--overwrite", action="store_true", help="replace an existing artifact at --out")
+    bm.add_argument("--quiet", action="store_true", help="no progress display")
+    bm.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    bm.set_defaults(func=cmd_build_module)
 
     def sampling(p):
         p.add_argument("--prompt", help="text prompt; for class-conditional models a class name such as '7'")

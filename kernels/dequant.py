@@ -143,12 +143,40 @@ def make_fusion_pass():
         return _is_call_tir(GlobalVarPattern(DECODE_PREFIX))
 
     def with_add(core):
-        return is_op("relax.add")(core, wildcard()) | is_op("relax.add")(wildcard(), core)
+        other = wildcard()
+        add = is_op("relax.add")(core, other) | is_op("relax.add")(other, core)
+        return add, {"core": core, "other": other}, _addend_independent
 
     decoded = decode()
     matmul = is_op("relax.matmul")(wildcard(), is_op("relax.permute_dims")(decoded) | decoded)
     conv = is_op("relax.nn.conv2d")(wildcard(), decode())
     take = is_op("relax.take")(decode(), wildcard())        # a packed lookup table: decode the rows read
-    patterns = [(PATTERN_NAMES[0], with_add(matmul)), (PATTERN_NAMES[0], matmul),
-                (PATTERN_NAMES[1], with_add(conv)), (PATTERN_NAMES[1], conv), (PATTERN_NAMES[2], take)]
+    patterns = [(PATTERN_NAMES[0], *with_add(matmul)), (PATTERN_NAMES[0], matmul),
+                (PATTERN_NAMES[1], *with_add(conv)), (PATTERN_NAMES[1], conv), (PATTERN_NAMES[2], take)]
     return relax.transform.FuseOpsByPattern(patterns, bind_constants=False, annotate_codegen=False)
+
+
+def _addend_independent(ctx) -> bool:
+    """Whether the add's other operand can be computed before the matmul/conv it would join: not when
+    it is read from that op's own output (a residual around a bias-free conv or linear, `y = f(h) + h`
+    with h = conv(x)). Fusing then would need the kernel's output as its input; the fused call reads a
+    variable bound after it, which Relax's VM codegen reports as "Var lvN is not defined"."""
+    from tvm import relax
+
+    core, other = ctx.annotated_expr["core"], ctx.annotated_expr["other"]
+    start = ctx.value_to_bound_var.get(core)
+    target = other if isinstance(other, relax.Var) else ctx.value_to_bound_var.get(other)
+    if target is None and not isinstance(other, relax.Var):
+        return True                       # a constant: nothing computes it
+    if start is None or target is None:
+        return False                      # not traceable: keep the add apart, the op still fuses alone
+    seen, todo = set(), [start]
+    while todo:
+        var = todo.pop()
+        for user in ctx.var_usages.get(var, []):
+            if user.same_as(target):
+                return False
+            if user not in seen:
+                seen.add(user)
+                todo.append(user)
+    return True

@@ -73,3 +73,16 @@ def load(path: str | Path, verify: bool = True, session_factory=None, threads: i
     make = session_factory or (lambda art, name: load_component(art, name, threads))
     sessions = {name: make(artifact, name) for name in artifact.components}
     return pipeline(artifact, sessions)
+
+
+def load_module(path: str | Path, verify: bool = True, threads: int | None = None, trusted_keys: list | None = None):
+    """Open an artifact built by edgegen.build_module; returns a callable: keyword arrays in (the
+    module's forward parameters), a dict of its named outputs out. Arguments as load()."""
+    from edgegen.core.errors import ArtifactError
+
+    runner = load(path, verify=verify, threads=threads, trusted_keys=trusted_keys)
+    if runner.artifact.pipeline.get("kind") != "module":
+        runner.close()
+        raise ArtifactError(f"{path}: a {runner.artifact.pipeline.get('kind')} pipeline, not a module artifact; "
+                            f"open it with edgegen.runtimes.load.")
+    return runner

@@ -12,11 +12,12 @@ from edgegen.core.errors import ArtifactError
 
 def pipelines() -> dict:
     """Pipeline kind -> (pipeline class, {component: (input names, output names)})."""
-    from . import class_conditional, stable_diffusion, stable_diffusion_xl
+    from . import class_conditional, module, stable_diffusion, stable_diffusion_xl
 
     return {stable_diffusion.KIND: (stable_diffusion.StableDiffusionPipeline, stable_diffusion.COMPONENTS),
             stable_diffusion_xl.KIND: (stable_diffusion_xl.StableDiffusionXLPipeline, stable_diffusion_xl.COMPONENTS),
-            class_conditional.KIND: (class_conditional.ClassConditionalPipeline, class_conditional.COMPONENTS)}
+            class_conditional.KIND: (class_conditional.ClassConditionalPipeline, class_conditional.COMPONENTS),
+            module.KIND: (module.ModuleRunner, module.COMPONENTS)}
 
 
 def check_components(artifact: Artifact, needed: dict) -> None:
@@ -50,7 +51,12 @@ def prepare(path: str | Path, verify: bool = True, trusted_keys: list | None = N
         raise ArtifactError(f"{path}: pipeline kind {kind!r} is unknown to this edgegen; upgrade edgegen.")
     pipeline, needed = known[kind]
     check_components(artifact, needed)
-    read_scheduler_config(artifact)
+    if kind == "module":      # one component, no scheduler (edgegen.build_module)
+        from .module import check
+
+        check(artifact)
+    else:
+        read_scheduler_config(artifact)
     for key in ("tokenizer", "tokenizer_2"):
         if key in artifact.pipeline:
             read_vocab(artifact.file(artifact.pipeline[key]["vocab"]))

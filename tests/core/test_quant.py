@@ -37,11 +37,11 @@ def test_round_trip_and_stored_bits(name, bits, min_snr):
 
 def test_codes_are_the_nearest_grid_points():
     w = np.array([[0.0, 1.0, -1.0, 0.49, 0.51, -0.2] + [0.0] * 26], np.float32)   # one group of 32
-    back = dequantize_weight(quantize_weight(w, parse("ternary")))
+    back = dequantize_weight(quantize_weight(w, parse("ternary-rtn")))     # the round-to-nearest method
     scale = np.abs(w).mean()
     np.testing.assert_allclose(back[0, :6], np.clip(np.round(w[0, :6] / scale), -1, 1) * np.float16(scale),
                                rtol=1e-3)
-    w8 = dequantize_weight(quantize_weight(w, parse("w8")))
+    w8 = dequantize_weight(quantize_weight(w, parse("w8-rtn")))
     assert np.abs(w8 - w).max() <= np.float16(1 / 127) / 2 + 1e-4
     pal = dequantize_weight(quantize_weight(np.tile(np.arange(16, dtype=np.float32), (2, 4)), parse("pal4")))
     np.testing.assert_allclose(pal, np.tile(np.arange(16, dtype=np.float32), (2, 4)), atol=1e-2)  # 16 values fit
@@ -72,3 +72,55 @@ def test_rows_narrower_than_the_group_are_one_group():
         packed = quantize_weight(w, parse(name))
         assert packed.bits_per_weight == pytest.approx((4 if name != "ternary" else 2) + 16 / 32)
         assert dequantize_weight(packed).shape == w.shape
+
+
+def _inputs(width: int, n: int = 2048, corr: float = 0.3) -> np.ndarray:
+    """Layer inputs with uneven channel magnitudes (a few large ones, as real activations have) and
+    correlated channels: what the calibrated methods exploit."""
+    rng = np.random.default_rng(3)
+    mix = np.eye(width) + corr * rng.standard_normal((width, width)) / np.sqrt(width)
+    return (rng.standard_normal((n, width)) @ mix) * np.exp(rng.standard_normal(width))
+
+
+@pytest.mark.parametrize("name", ["w4g32", "w4g128", "w8", "ternary", "pal4"])
+def test_calibrated_methods_beat_round_to_nearest_on_the_layer_output(name):
+    from edgegen.core.quant import LayerStats, layer_error
+
+    w = RNG.standard_normal((48, 128)).astype(np.float32)
+    stats = LayerStats.of(_inputs(128))
+    rtn = quantize_weight(w, parse(f"{name}-rtn"))
+    best = quantize_weight(w, parse(name), stats=stats)
+    assert rtn.method in ("rtn", "kmeans") and best.method in ("search", "gptq", "weighted-kmeans", "gptq-palette")
+    assert best.bits_per_weight == rtn.bits_per_weight     # the same stored form
+    err_rtn = layer_error(w, dequantize_weight(rtn), stats)
+    err_best = layer_error(w, dequantize_weight(best), stats)
+    gain_db = 10 * np.log10(err_rtn / err_best)
+    assert gain_db > (0.5 if name == "w8" else 2.0), (name, best.method, gain_db)
+    # the error model is the real one: the layer's outputs on the inputs themselves
+    x = _inputs(128)
+    measured = np.mean((x @ w.T - x @ dequantize_weight(best).T) ** 2)
+    assert measured == pytest.approx(err_best, rel=1e-6)
+
+
+def test_gptq_compensates_what_search_cannot():
+    """On correlated inputs GPTQ's error feedback beats the best scales alone, and `best` picks it."""
+    from edgegen.core.quant import LayerStats, _gptq, _search, layer_error
+
+    w = RNG.standard_normal((32, 256))
+    stats = LayerStats.of(_inputs(256, corr=2.0))
+    scheme = parse("w4g32")
+    errors = {p.method: layer_error(w, dequantize_weight(p), stats)
+              for p in (_search(w, scheme, stats, w.shape), _gptq(w, scheme, stats, w.shape))}
+    assert errors["gptq"] < 0.8 * errors["search"], errors
+    assert quantize_weight(w, scheme, stats=stats).method == "gptq"
+
+
+def test_kmeans_assigns_each_value_to_its_nearest_centroid():
+    from edgegen.core.quant import _assign, _kmeans_1d
+
+    values = RNG.standard_normal((7, 500)) * np.arange(1, 8)[:, None]
+    lut, idx = _kmeans_1d(values, 16)
+    assert np.all(np.diff(lut, axis=1) >= 0)
+    brute = np.abs(values[:, :, None] - lut[:, None, :].astype(np.float64)).argmin(axis=2)
+    np.testing.assert_array_equal(np.take_along_axis(lut, idx, 1), np.take_along_axis(lut, brute, 1))
+    assert np.array_equal(_assign(values, lut.astype(np.float64)), idx)

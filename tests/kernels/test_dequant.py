@@ -95,3 +95,52 @@ def test_packed_model_runs_decode_inside_gemm_and_conv(name, tmp_path):
     with torch.no_grad():
         want = model(x).numpy()
     np.testing.assert_allclose(got[0], want, atol=2e-5 * np.abs(want).max())
+
+
+def _residual_around_bias_free(linear: bool):
+    """h = op(a(x)) with op bias-free, then f(h) + h: the add's other operand is read from the fused
+    op's own output (TAESD's Upsample -> conv(bias=False) -> Block; a bias-free projection in a
+    transformer)."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            layer = (lambda i, o, bias=True: torch.nn.Linear(i, o, bias=bias)) if linear else \
+                (lambda i, o, bias=True: torch.nn.Conv2d(i, o, 3, padding=1, bias=bias))
+            self.a, self.op, self.f, self.last = layer(4, 32), layer(32, 32, False), layer(32, 32), layer(32, 3)
+
+        def forward(self, x):
+            h = self.a(x) if linear else torch.nn.functional.interpolate(self.a(x), scale_factor=2, mode="nearest")
+            h = self.op(h)
+            return self.last(torch.relu(self.f(h)) + h)
+
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+@pytest.mark.parametrize("linear", [False, True], ids=["conv", "linear"])
+def test_residual_around_bias_free_layer_compiles_and_matches(linear, tmp_path):
+    """The add is fused into the decoding kernel only when its other operand does not depend on that
+    kernel's output (else Relax's VM codegen failed: "Var lvN is not defined")."""
+    import torch
+
+    from edgegen.converters import lower, quantize
+
+    model = _residual_around_bias_free(linear)
+    x = torch.randn(1, 16, 4) if linear else torch.randn(1, 4, 6, 6)
+    lowered = lower.to_relax(torch.export.export(model, (x,)), 1, "net")
+    packed, info = quantize.apply(lowered, parse("w4g32"), {"kind": "llvm"})
+    assert {row["weight"] for row in info["layers"] if row["scheme"] == "w4g32"} == {"p_op_weight", "p_f_weight"}
+    kernels: list = []
+    executable = lower.compile_module(packed.module, {"kind": "llvm"}, kernels)
+    decoding = [k["kernel"] for k in kernels if "decode" in k["kernel"]]
+    assert len(decoding) == 2 and any(k.endswith("add") for k in decoding), decoding   # f's bias add still fused
+    executable.export_library(str(tmp_path / "net.so"))
+    got = lower.run_library(tmp_path / "net.so", [x.numpy()], [packed.weights[s.name] for s in packed.weight_specs])
+    for module in (model.op, model.f):
+        module.weight.data = torch.from_numpy(dequantize_weight(quantize_weight(module.weight.detach().numpy(),
+                                                                                parse("w4g32"))))
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(got[0], want, atol=2e-5 * np.abs(want).max())
