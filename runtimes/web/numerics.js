@@ -95,7 +95,8 @@ function alphasCumprod(config) {
   const b = betas(config);
   const out = new Float32Array(b.length);
   let acc = 1;
-  for (let i = 0; i < b.length; i++) { acc = f32(acc * f32(1 - b[i])); out[i] = acc; }
+  // the running product in float64 and each entry rounded to float32, as torch.cumprod (runtimes/schedulers.py)
+  for (let i = 0; i < b.length; i++) { acc = acc * f32(1 - b[i]); out[i] = acc; }
   return out;
 }
 
