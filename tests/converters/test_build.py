@@ -60,7 +60,7 @@ def test_missing_component(tiny_sd_dir, tmp_path):
 
     broken = shutil.copytree(tiny_sd_dir, tmp_path / "broken")
     shutil.rmtree(broken / "vae")
-    with pytest.raises(ModelError, match=r"component 'vae' \(AutoencoderKL\) is missing"):
+    with pytest.raises(ModelError, match=r"component 'vae' \(AutoencoderKL or AutoencoderTiny\) is missing"):
         edgegen.build(broken, tmp_path / "art")
     index = json.loads((broken / "model_index.json").read_text())
     del index["vae"]
