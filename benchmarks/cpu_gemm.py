@@ -45,7 +45,7 @@ def edgegen_fn(module, x):
 
     from edgegen.converters import lower
 
-    lowered = lower.to_relax(torch.export.export(module, (torch.from_numpy(x),)), 1, "bench")
+    lowered = lower.cpu_weight_layouts(lower.to_relax(torch.export.export(module, (torch.from_numpy(x),)), 1, "bench"))
     target = lower.resolve_target({"kind": "llvm", "mcpu": "host"})
     vm = relax.VirtualMachine(lower.compile_module(lowered.module, target), tvm.cpu())
     args = [tvm.runtime.tensor(x)] + [tvm.runtime.tensor(lowered.weights[s.name]) for s in lowered.weight_specs]

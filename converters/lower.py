@@ -288,3 +288,24 @@ def run_library(library_path, inputs: list[np.ndarray], weights: list[np.ndarray
     out = vm["main"](*args)
     outs = [out] if hasattr(out, "numpy") else list(out)
     return [o.numpy() for o in outs]
+
+
+def cpu_weight_layouts(lowered: Lowered, decisions: list | None = None) -> Lowered:
+    """The CPU kernels' weight transforms, made once at build time: linear weights stored
+    transposed as the GEMM reads them (kernels/cpu_layout.py), 3x3 convolutions' weights
+    Winograd-transformed (kernels/cpu_winograd.py). `decisions` receives one entry per layer, with
+    its reason. Packed (quantized) weights are not float32 and keep their layout and kernel."""
+    import_tvm_compiler()
+    from edgegen.kernels import cpu_layout, cpu_winograd
+
+    weights, specs = dict(lowered.weights), list(lowered.weight_specs)
+    found: list = []
+    module = cpu_layout.rewrite(lowered.module, weights, specs, found)
+    module = cpu_winograd.rewrite(module, weights, specs, found)
+    if decisions is not None:
+        decisions.extend(found)
+    sources = {n: s for n, s in lowered.sources.items() if n in weights}
+    for d in found:   # a transformed weight comes from the same torch parameter
+        made = [n for n in weights if n.rpartition(".")[0] == d["weight"] and n not in lowered.weights]
+        sources.update({n: lowered.sources[d["weight"]] for n in made if d["weight"] in lowered.sources})
+    return Lowered(module, specs, weights, sources)
