@@ -216,7 +216,7 @@ def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.s_tir import dlight
 
-    from edgegen.kernels import dequant, gelu
+    from edgegen.kernels import attention, dequant, gelu
     from edgegen.kernels.cpu_loops import make_rule
 
     @tvm.transform.module_pass(opt_level=0, name="EdgegenCPUPipeline")
@@ -227,7 +227,8 @@ def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
             schedule = [] if reference else [dlight.ApplyDefaultSchedule(make_rule())]
             # the table is taken once reshapes that are views stop being kernels
             lowering = cpu.dataflow_lower_passes(target)
-            passes = (cpu.library_dispatch_passes(target) + [gelu.make_pass()] + fast + [dequant.make_fusion_pass()]
+            passes = (cpu.library_dispatch_passes(target) + [gelu.make_pass(), attention.make_pass()] + fast
+                      + [dequant.make_fusion_pass()]
                       + cpu.legalize_passes(target) + count + schedule + lowering[:1] + table + lowering[1:]
                       + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)

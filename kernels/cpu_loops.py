@@ -39,6 +39,7 @@ ROW_TILE = 4
 MIN_PARALLEL = 64
 CHANNEL_TILE = 4
 GEMM_BLOCK_BYTES = 320 * 1024   # a column block of a GEMM's weight (K x block floats) held in L2
+PAD_LANES = 16                  # a GEMM's columns that no vector width divides are padded to a multiple of this
 
 
 def _extent(sch, loop) -> int | None:
@@ -156,6 +157,26 @@ def _schedule_conv(sch, block, spatial, reduce, channel, lanes, epilogues):
     return par
 
 
+def _pad_columns(sch, block, spatial, reduce):
+    """A GEMM whose column count no vector width divides (cross-attention's scores over 77 keys)
+    computed over columns padded to a multiple of PAD_LANES: the operand it reads along the
+    columns is copied once with zero columns added (a small copy: K x N), the extra outputs are
+    dropped as each tile is written. Returns the block's (spatial, reduce) loops, or None when it
+    does not apply."""
+    cols = _extent(sch, spatial[-1])
+    if len(reduce) != 1 or cols is None or cols < PAD_LANES:
+        return None
+    n_spatial = len(spatial)
+    sch.pad_einsum(block, [1] * (n_spatial - 1) + [PAD_LANES, 1])
+    for producer in sch.get_producers(block):     # the padded copies, made once
+        _schedule_spatial(sch, sch.get_loops(producer))
+    [unpad] = sch.get_consumers(block)
+    if sch.get_consumers(unpad):                  # an epilogue follows: it reads the padded result
+        sch.compute_inline(unpad)
+    loops = sch.get_loops(block)
+    return loops[:n_spatial], loops[n_spatial:]
+
+
 def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None, epilogues=None):
     """Returns the parallel loop. `weight_pos`: the spatial loop that indexes a decoded weight's
     output channels; it becomes the outermost, parallel loop, so that each weight slice is
@@ -163,6 +184,11 @@ def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None, epilogues=N
     block = info.block_rv
     last_var = sch.get(block).iter_vars[len(spatial) - 1].var
     lanes = _lanes(_extent(sch, spatial[-1]))
+    if lanes is None and weight_pos is None and _contiguous_in_reads(sch, block, last_var):
+        padded = _pad_columns(sch, block, spatial, reduce)
+        if padded is not None:
+            spatial, reduce = padded
+            lanes = _lanes(_extent(sch, spatial[-1]))
     if lanes is None or not _contiguous_in_reads(sch, block, last_var):
         if weight_pos is not None:
             sch.reorder(spatial[weight_pos], *(s for i, s in enumerate(spatial) if i != weight_pos))

@@ -122,3 +122,48 @@ def test_gemm_runs_column_blocks_with_the_epilogue_on_each_tile():
     gelu = pre * 0.5 * (1 + np.vectorize(erf)(pre / np.sqrt(2)))
     np.testing.assert_allclose(lin.numpy(), gelu, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(bmm.numpy(), xs[3].astype(np.float64) @ xs[4] + xs[5], rtol=1e-4, atol=1e-4)
+
+
+def _odd_columns_module():
+    """Cross-attention's scores over 77 keys (no vector width divides 77), alone and with an epilogue."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    q = relax.Var("q", relax.TensorType((2, 36, 40), "float32"))
+    kt = relax.Var("kt", relax.TensorType((2, 40, 77), "float32"))
+    r = relax.Var("r", relax.TensorType((2, 36, 77), "float32"))
+    with bb.function("main", [q, kt, r]):
+        with bb.dataflow():
+            scores = bb.emit(relax.op.matmul(q, kt))
+            plus = bb.emit(relax.op.add(relax.op.matmul(kt, relax.op.permute_dims(kt, [0, 2, 1])), relax.const(1.0)))
+            res = bb.emit(relax.op.add(relax.op.matmul(q, kt), r))
+            out = bb.emit_output(relax.Tuple([scores, plus, res]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_gemm_with_odd_columns_is_padded_to_vector_tiles():
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.s_tir import dlight
+
+    from edgegen.converters.lower import compile_module
+    from edgegen.kernels.cpu_loops import make_rule
+
+    target = tvm.target.Target({"kind": "llvm"})
+    with target:
+        legal = tvm.transform.Sequential(cpu.legalize_passes(target))(_odd_columns_module())
+        scheduled = dlight.ApplyDefaultSchedule(make_rule())(legal)
+    texts = [f.script() for f in scheduled.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    padded = [t for t in texts if "_pad" in t]
+    assert len(padded) == 2 and all("T.int64(80)" in t and "T.unroll" in t for t in padded), texts
+
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal(s, dtype=np.float32) for s in [(2, 36, 40), (2, 40, 77), (2, 36, 77)]]
+    vm = relax.VirtualMachine(compile_module(_odd_columns_module(), {"kind": "llvm"}), tvm.cpu())
+    scores, plus, res = vm["main"](*[tvm.runtime.tensor(v) for v in xs])
+    q, kt, r = (v.astype(np.float64) for v in xs)
+    np.testing.assert_allclose(scores.numpy(), q @ kt, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(plus.numpy(), kt @ kt.transpose(0, 2, 1) + 1, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(res.numpy(), q @ kt + r, rtol=1e-4, atol=1e-4)
