@@ -302,6 +302,37 @@ def _decode_under(sch, block, loops: dict) -> bool:
     return True
 
 
+def _row_chain(sch, infos) -> bool:
+    """Schedule a chain of row reductions and elementwise steps over the same rows (softmax: max,
+    exp, sum, divide; layer norm) as one pass per row: the rows run in parallel and every block
+    is computed under its row, so a row's intermediates stay in L1 instead of each step making a
+    pass over the whole tensor. False when the function is not such a chain."""
+    *steps, out = infos
+    if not steps or not out.is_injective() or not any(not i.is_injective() for i in steps):
+        return False
+    out_loops = sch.get_loops(out.block_rv)
+    extents = [_extent(sch, lp) for lp in out_loops]
+    if None in extents or len(extents) < 2 or _prod(extents[:-1]) < MIN_PARALLEL:
+        return False
+    for info in steps:
+        dims = [_extent(sch, it.loop_rv) for it in info.iters]
+        kinds = info.dom_kind()
+        if info.is_injective() and dims != extents:
+            return False
+        if not info.is_injective() and (kinds != "S" * (len(extents) - 1) + "R" or dims != extents):
+            return False
+    rows = sch.fuse(*out_loops[:-1])
+    sch.parallel(rows)
+    for info in reversed(steps):
+        sch.compute_at(info.block_rv, rows, preserve_unit_loops=False)
+    lanes = _lanes(extents[-1])
+    if lanes:   # the elementwise steps in vectors along the row (the reductions stay scalar: float order)
+        for info in [*steps, out]:
+            if info.is_injective():
+                sch.vectorize(sch.split(sch.get_loops(info.block_rv)[-1], [None, lanes])[1])
+    return True
+
+
 def make_rule():
     from tvm import s_tir
     from tvm.s_tir.dlight import ScheduleRule, normalize_prim_func
@@ -318,6 +349,12 @@ def make_rule():
             infos = normalize_prim_func(sch)
             if not infos:
                 return None
+            trial = sch.copy()
+            try:
+                if _row_chain(trial, infos):
+                    return trial
+            except Exception:  # noqa: BLE001 - a primitive refused: schedule block by block below
+                pass
             changed = False
             decodes = [i for i in infos if i.is_injective() and _reads_packed(sch, i.block_rv)]
             weight_pos = _weight_positions(sch, infos, decodes)
