@@ -60,6 +60,8 @@ def test_rule_schedules_and_matches_numpy():
     assert prims and all(f.attrs and f.attrs.get("tirx.is_scheduled") for f in prims.values()), sorted(prims)
     conv_text = next(f.script() for n, f in prims.items() if "conv2d" in n)
     assert "T.parallel" in conv_text and "T.unroll" in conv_text
+    softmax_text = next(f.script() for n, f in prims.items() if "softmax" in n)
+    assert softmax_text.count("T.parallel") == 1 and "T.vectorized" in softmax_text   # one pass, row by row
 
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal(s, dtype=np.float32) for s in [(2, 16, 12, 12), (32, 16, 3, 3), (2, 64, 48), (48, 80)]]
