@@ -206,7 +206,8 @@ def _type_bytes(ty) -> int:
 
 def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
     """TVM's CPU pipeline with edgegen's schedule rules applied after operator fusion, and
-    exp/softmax/erf/tanh replaced by their polynomial forms, which vectorize (libm's do not);
+    exp/softmax/erf/tanh (and the sigmoid of SiLU, written with exp) replaced by their polynomial
+    forms, which vectorize (libm's do not); unmasked attention's safe-softmax guard dropped;
     the build's parity gate measures what that costs in accuracy. `kernels`, when given,
     receives kernel_table() of the fused module. `reference` keeps the same graph passes and
     fusion but drops edgegen's schedule rule and fast math: TVM's plain loops and libm, the
@@ -216,7 +217,7 @@ def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.s_tir import dlight
 
-    from edgegen.kernels import attention, dequant, gelu
+    from edgegen.kernels import attention, dequant, gelu, sigmoid
     from edgegen.kernels.cpu_loops import make_rule
 
     @tvm.transform.module_pass(opt_level=0, name="EdgegenCPUPipeline")
@@ -227,7 +228,8 @@ def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
             schedule = [] if reference else [dlight.ApplyDefaultSchedule(make_rule())]
             # the table is taken once reshapes that are views stop being kernels
             lowering = cpu.dataflow_lower_passes(target)
-            passes = (cpu.library_dispatch_passes(target) + [gelu.make_pass(), attention.make_pass()] + fast
+            passes = (cpu.library_dispatch_passes(target) + [gelu.make_pass(), sigmoid.make_pass(),
+                                                               attention.make_pass()] + fast
                       + [dequant.make_fusion_pass()]
                       + cpu.legalize_passes(target) + count + schedule + lowering[:1] + table + lowering[1:]
                       + cpu.finalize_passes(target))

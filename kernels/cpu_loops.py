@@ -177,6 +177,31 @@ def _pad_columns(sch, block, spatial, reduce):
     return loops[:n_spatial], loops[n_spatial:]
 
 
+def _vector_partials(sch, block, spatial, reduce):
+    """A row reduction whose innermost reduction loop runs along contiguous memory (GroupNorm's
+    statistics over a group's pixels): `lanes` partial results, one per vector lane, so the loop
+    vectorizes (float addition is not reassociated otherwise), then summed per row. The rows run in
+    parallel. Returns the parallel loop, or None when it does not apply."""
+    n_spatial = len(spatial)
+    lanes = _lanes(_extent(sch, reduce[-1]))
+    last = sch.get(block).iter_vars[n_spatial + len(reduce) - 1].var
+    extents = [_extent(sch, lp) for lp in spatial]
+    if lanes is None or None in extents or not _contiguous_in_reads(sch, block, last):
+        return None
+    inner = sch.split(reduce[-1], [None, lanes])[1]
+    partial = sch.rfactor(inner, n_spatial)
+    loops = sch.get_loops(partial)
+    lane = loops[-1]
+    sch.reorder(*[lp for lp in loops if not lp.same_as(lane)][:n_spatial], lane)
+    loops = sch.get_loops(partial)
+    par = sch.fuse(*loops[:n_spatial]) if n_spatial > 1 else loops[0]
+    sch.parallel(par)
+    sch.decompose_reduction(partial, sch.get_loops(partial)[1])
+    sch.unroll(sch.get_loops(partial)[-1])
+    sch.reverse_compute_at(block, par)
+    return par
+
+
 def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None, epilogues=None):
     """Returns the parallel loop. `weight_pos`: the spatial loop that indexes a decoded weight's
     output channels; it becomes the outermost, parallel loop, so that each weight slice is
@@ -184,6 +209,10 @@ def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None, epilogues=N
     block = info.block_rv
     last_var = sch.get(block).iter_vars[len(spatial) - 1].var
     lanes = _lanes(_extent(sch, spatial[-1]))
+    if weight_pos is None and not _contiguous_in_reads(sch, block, last_var):
+        par = _vector_partials(sch, block, spatial, reduce)
+        if par is not None:
+            return par
     if lanes is None and weight_pos is None and _contiguous_in_reads(sch, block, last_var):
         padded = _pad_columns(sch, block, spatial, reduce)
         if padded is not None:
@@ -247,14 +276,23 @@ def _schedule_block(sch, info, weight_pos=None, epilogues=None):
     return _schedule_reduction(sch, info, spatial, reduce, weight_pos, epilogues)
 
 
+def _is_copy(sch, block) -> bool:
+    """A block that only moves values (a reshape or transpose inside a fused kernel)."""
+    body = sch.get(block).body
+    return type(body).__name__ == "BufferStore" and type(body.value).__name__ in ("BufferLoad", "TensorLoad")
+
+
 def _inline_elementwise(sch, infos) -> None:
+    """Inline each elementwise block whose consumers are all elementwise, and each copy (GroupNorm's
+    reshape into groups: its consumers read the source instead of a copy of the whole tensor)."""
     outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
     by_name = {i.name: i for i in infos}
     for info in infos:
         if not info.is_injective() or info.name in outputs:
             continue
         consumers = [sch.get(c).name_hint for c in sch.get_consumers(info.block_rv)]
-        if consumers and all(c in by_name and by_name[c].is_injective() for c in consumers):
+        if consumers and (_is_copy(sch, info.block_rv)
+                          or all(c in by_name and by_name[c].is_injective() for c in consumers)):
             try:
                 sch.compute_inline(info.block_rv)
             except Exception:  # noqa: BLE001 - not inlinable (e.g. reads that do not line up)

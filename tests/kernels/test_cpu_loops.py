@@ -169,3 +169,55 @@ def test_gemm_with_odd_columns_is_padded_to_vector_tiles():
     np.testing.assert_allclose(scores.numpy(), q @ kt, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(plus.numpy(), kt @ kt.transpose(0, 2, 1) + 1, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(res.numpy(), q @ kt + r, rtol=1e-4, atol=1e-4)
+
+
+def test_group_norm_silu_reads_once_in_vector_partials_with_a_vector_sigmoid():
+    """GroupNorm's reshape into groups is read in place (no copy), its statistics accumulate in
+    vector-lane partials, and the SiLU's sigmoid is the polynomial exp (kernels/sigmoid.py), not libm's."""
+    import torch
+    import tvm
+    from tvm import relax
+
+    from edgegen.converters import lower
+    from edgegen.kernels.group_norm import group_norm_silu
+    from edgegen.kernels.sigmoid import silu
+
+    module = torch.nn.Sequential(torch.nn.GroupNorm(4, 32), torch.nn.SiLU(), torch.nn.Flatten(), torch.nn.Sigmoid())
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 32, 8, 16)) * 3 + 1).astype(np.float32)
+    with torch.no_grad():
+        module[0].weight.normal_()
+        module[0].bias.normal_()
+    lowered = lower.to_relax(torch.export.export(module, (torch.from_numpy(x),)), 1, "gn")
+    kernels: list = []
+    vm = relax.VirtualMachine(lower.compile_module(lowered.module, {"kind": "llvm"}, kernels), tvm.cpu())
+    names = " ".join(k["kernel"] for k in kernels)
+    assert "fast_exp" in names and "sigmoid" not in names, names
+    out = vm["main"](tvm.runtime.tensor(x), *[tvm.runtime.tensor(lowered.weights[s.name])
+                                              for s in lowered.weight_specs]).numpy()
+    gamma, beta = (module[0].weight.detach().numpy(), module[0].bias.detach().numpy())
+    expected = 1 / (1 + np.exp(-group_norm_silu(x.astype(np.float64), gamma, beta, 4, 1e-5).reshape(2, -1)))
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(silu(np.array([-100.0, 0.0, 3.0])), [0.0, 0.0, 3 / (1 + np.exp(-3))], atol=1e-12)
+
+
+def test_row_reduction_accumulates_in_vector_lanes():
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.s_tir import dlight
+
+    from edgegen.kernels.cpu_loops import make_rule
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 64, 10, 64), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.sum(x, axis=[2, 3]))
+        bb.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm"})
+    with target:
+        scheduled = dlight.ApplyDefaultSchedule(make_rule())(tvm.transform.Sequential(cpu.legalize_passes(target))(
+            bb.get()))
+    text = next(f.script() for f in scheduled.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+    assert "_rf" in text and "T.parallel" in text and "T.unroll(T.int64(16))" in text, text
