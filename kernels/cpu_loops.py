@@ -1,9 +1,12 @@
 """Rule `cpu-parallel-vectorize`: a generic loop schedule for every PrimFunc on a CPU.
 
 TVM's default lowering emits each operator as plain, single-threaded loop nests,
-one per block. This rule, tried after the specialised rules, does three things:
+one per block. This rule, tried after the specialised rules, does these things:
 1. inlines each elementwise block whose consumers are all elementwise, so chains
-   like softmax's exp -> divide -> where -> broadcast make one pass over memory;
+   like softmax's exp -> divide -> where -> broadcast make one pass over memory,
+   and each plain copy (GroupNorm's reshape into groups) into whatever reads it;
+   a function that is a chain of row reductions and elementwise steps over the
+   same rows (softmax, layer norm) runs row by row, every step under its row;
 2. elementwise blocks: all loops fused, split by a vector width, the outer part
    parallel over threads, the inner part vectorized;
 3. reduction blocks (conv, matmul, norm statistics) with loops S..S R..R: when
@@ -20,10 +23,13 @@ one per block. This rule, tried after the specialised rules, does three things:
      serves 4 weights; output rows outside the channels, so a band of input rows
      stays in cache while every channel passes over it;
    - other reductions with such a last loop: 4 x 16 of the last two loops.
+   A GEMM whose column count no vector width divides (scores over 77 keys) is
+   padded to a multiple of 16 columns first.
    The GEMM's and the convolution's elementwise epilogue (bias, activation,
    residual) runs on each tile while it is in L1, not in a second pass over
-   memory. Otherwise (row reductions such as softmax's max/sum) the spatial
-   loops are made parallel;
+   memory. Otherwise (row reductions such as GroupNorm's statistics) the spatial
+   loops are made parallel, and a reduction along contiguous memory accumulates
+   in one partial result per vector lane;
 4. a block that decodes packed weights (it reads int8/uint8/float16 buffers;
    kernels/dequant.py fuses it into its GEMM or conv) is computed under the
    consumer's parallel loop, which is made to run over the weight's output
