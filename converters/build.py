@@ -106,7 +106,9 @@ def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict
         lowered, quant = stages.run(f"{name}: quantize {scheme.name} (packed weights)", quantize.apply, lowered,
                                     scheme, tvm_target, calibration, stages.log, *(end or (None, None)))
     layouts: list = []
-    lowered = stages.run(f"{name}: weight layouts for the CPU kernels", lower.cpu_weight_layouts, lowered, layouts)
+    reported = {layer["weight"] for layer in (quant or {}).get("layers", [])}   # stored as the report names them
+    lowered = stages.run(f"{name}: weight layouts for the CPU kernels", lower.cpu_weight_layouts, lowered, layouts,
+                         reported)
     kernels: list = []
     executable = stages.run(f"{name}: compile for {target.name}", lower.compile_module, lowered.module,
                             tvm_target, kernels)

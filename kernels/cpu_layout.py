@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import numpy as np
 
+KEPT = "kept as the quantization report names it (a float32 layer)"
+
 
 def transpose_weight(w: np.ndarray) -> np.ndarray:
     """(N, K) -> (K, N), contiguous: what `matmul(x, permute_dims(w))` reads."""
     return np.ascontiguousarray(w.T)
 
 
-def rewrite(module, weights: dict, weight_specs: list, decisions: list):
+def rewrite(module, weights: dict, weight_specs: list, decisions: list, keep: set = frozenset()):
     """Rewrite `matmul(x, permute_dims(w))` on 2-D weight parameters of `main` into `matmul(x, wᵀ)`
     with wᵀ stored. Returns the new module; `weights` and `weight_specs` are updated in place;
-    `decisions` receives one entry per such linear layer."""
+    `decisions` receives one entry per such linear layer. `keep`: weights left as they are."""
     from tvm import relax
     from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
@@ -43,9 +45,9 @@ def rewrite(module, weights: dict, weight_specs: list, decisions: list):
             return expr
         decided.add(index)
         name = weight_specs[index].name
-        if rw.uses.get(index, 0) != 1:
-            decisions.append({"weight": name, "layout": "as stored", "reason": "the weight is shared with other "
-                              "operators: transposed per call"})
+        if rw.uses.get(index, 0) != 1 or name in keep:
+            why = KEPT if name in keep else "the weight is shared with other operators"
+            decisions.append({"weight": name, "layout": "as stored", "reason": f"{why}: transposed per call"})
             return expr
         decisions.append({"weight": name, "layout": "transposed (K, N)",
                           "reason": "stored as the GEMM reads it: no transpose kernel per call"})

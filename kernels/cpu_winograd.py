@@ -123,10 +123,11 @@ def choose(weight_shape, data_shape, attrs) -> tuple[bool, str]:
     return True, f"{c}->{k} channels at {oh}x{ow}: F(4x4,3x3), 36 multiplies per 4x4 output tile instead of 144"
 
 
-def rewrite(module, weights: dict, weight_specs: list, decisions: list):
+def rewrite(module, weights: dict, weight_specs: list, decisions: list, keep: set = frozenset()):
     """Rewrite eligible conv2d calls on float32 weight parameters of `main` into the five steps, the
     weight replaced by U (computed here, once). Returns the new module; `weights` and
-    `weight_specs` are updated in place; `decisions` receives one entry per 3x3 convolution."""
+    `weight_specs` are updated in place; `decisions` receives one entry per 3x3 convolution.
+    `keep`: weights left as they are (direct convolution)."""
     from tvm import relax
     from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
@@ -150,6 +151,10 @@ def rewrite(module, weights: dict, weight_specs: list, decisions: list):
         ok, reason = choose(shape, data, expr.attrs)
         if ok and rw.uses.get(index, 0) != 1:
             ok, reason = False, "the weight is shared with other operators"
+        if ok and weight_specs[index].name in keep:
+            from .cpu_layout import KEPT
+
+            ok, reason = False, KEPT
         decisions.append({"weight": weight_specs[index].name, "input": data, "out_channels": shape[0],
                           "kernel": "winograd F(4x4,3x3)" if ok else "direct", "reason": reason})
         if not ok:
