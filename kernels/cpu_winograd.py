@@ -106,6 +106,12 @@ def scatter(k: int, n: int, oh: int, ow: int):
     return te.create_prim_func([y, out]).without_attr("global_symbol")
 
 
+def _gemm_shape(a_shape, b_shape) -> list:
+    """The product's shape: the batch (of whichever operand has one), rows of A, columns of B."""
+    batched = [s[0] for s in (a_shape, b_shape) if len(s) == 3][:1]
+    return batched + [a_shape[-2], b_shape[-1]]
+
+
 def gemm(a_shape, b_shape):
     """A (M, K) or (B, M, K) times B (K, N) or (B, K, N), as its own kernel, so that the kernel table
     and profiles name it as part of the convolution (a plain matmul would count as a linear layer)."""
@@ -116,8 +122,7 @@ def gemm(a_shape, b_shape):
     a = te.placeholder(_i64(*a_shape), "float32", name="a")
     b = te.placeholder(_i64(*b_shape), "float32", name="b")
     k = te.reduce_axis((0, a_shape[-1]), name="k")
-    batch = max(len(a_shape), len(b_shape)) == 3
-    out_shape = ([max(a_shape[0], b_shape[0])] if batch else []) + [a_shape[-2], b_shape[-1]]
+    out_shape = _gemm_shape(a_shape, b_shape)
 
     def value(*idx):
         *bi, i, j = idx
@@ -194,9 +199,8 @@ def rewrite(module, weights: dict, weight_specs: list, decisions: list, keep: se
         b6, a6 = relax.const(BT.astype(np.float32)), relax.const(AT.astype(np.float32))
 
         def mm(left, right, lshape, rshape):
-            out = ([max(lshape[0], rshape[0])] if max(len(lshape), len(rshape)) == 3 else []) + [lshape[-2], rshape[-1]]
             fn = rw.builder.add_func(gemm(lshape, rshape), f"{PREFIX}_gemm")
-            return relax.call_tir(fn, [left, right], relax.TensorType(out, "float32"))
+            return relax.call_tir(fn, [left, right], relax.TensorType(_gemm_shape(lshape, rshape), "float32"))
 
         sq = ALPHA * ALPHA
         t = mm(b6, relax.op.reshape(d, (ALPHA, ALPHA * c * p)), (ALPHA, ALPHA), (ALPHA, ALPHA * c * p))
