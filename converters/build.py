@@ -113,6 +113,10 @@ def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict
                                calibration or [cap.inputs])
         lowered, quant = stages.run(f"{name}: quantize {scheme.name} (packed weights)", quantize.apply, lowered,
                                     scheme, tvm_target, calibration, stages.log, *(end or (None, None)), stats)
+    layouts: list = []
+    reported = {layer["weight"] for layer in (quant or {}).get("layers", [])}   # stored as the report names them
+    lowered = stages.run(f"{name}: weight layouts for the CPU kernels", lower.cpu_weight_layouts, lowered, layouts,
+                         reported)
     kernels: list = []
     executable = stages.run(f"{name}: compile for {target.name}", lower.compile_module, lowered.module,
                             tvm_target, kernels)
@@ -122,7 +126,7 @@ def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict
     actual = stages.run(f"{name}: parity check", lower.run_library, writer.path(files["library"]),
                         list(cap.inputs.values()), [lowered.weights[s.name] for s in lowered.weight_specs])
     info = {"schedule_rules": lower.SCHEDULE_RULES.get(tvm_target["kind"], []), "num_weights": fp32_elements,
-            "kernels": kernels, **({"quant": quant} if quant else {})}
+            "kernels": kernels, "weight_layouts": layouts, **({"quant": quant} if quant else {})}
     return files, lowered.weight_specs, info, actual
 
 

@@ -224,7 +224,8 @@ def _type_bytes(ty) -> int:
 
 def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
     """TVM's CPU pipeline with edgegen's schedule rules applied after operator fusion, and
-    exp/softmax/erf/tanh replaced by their polynomial forms, which vectorize (libm's do not);
+    exp/softmax/erf/tanh (and the sigmoid of SiLU, written with exp) replaced by their polynomial
+    forms, which vectorize (libm's do not); unmasked attention's safe-softmax guard dropped;
     the build's parity gate measures what that costs in accuracy. `kernels`, when given,
     receives kernel_table() of the fused module. `reference` keeps the same graph passes and
     fusion but drops edgegen's schedule rule and fast math: TVM's plain loops and libm, the
@@ -234,7 +235,7 @@ def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.s_tir import dlight
 
-    from edgegen.kernels import dequant, gelu
+    from edgegen.kernels import attention, dequant, gelu, sigmoid
     from edgegen.kernels.cpu_loops import make_rule
 
     @tvm.transform.module_pass(opt_level=0, name="EdgegenCPUPipeline")
@@ -245,7 +246,9 @@ def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
             schedule = [] if reference else [dlight.ApplyDefaultSchedule(make_rule())]
             # the table is taken once reshapes that are views stop being kernels
             lowering = cpu.dataflow_lower_passes(target)
-            passes = (cpu.library_dispatch_passes(target) + [gelu.make_pass()] + fast + [dequant.make_fusion_pass()]
+            passes = (cpu.library_dispatch_passes(target) + [gelu.make_pass(), sigmoid.make_pass(),
+                                                               attention.make_pass()] + fast
+                      + [dequant.make_fusion_pass()]
                       + cpu.legalize_passes(target) + count + schedule + lowering[:1] + table + lowering[1:]
                       + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)
@@ -306,3 +309,25 @@ def run_library(library_path, inputs: list[np.ndarray], weights: list[np.ndarray
     out = vm["main"](*args)
     outs = [out] if hasattr(out, "numpy") else list(out)
     return [o.numpy() for o in outs]
+
+
+def cpu_weight_layouts(lowered: Lowered, decisions: list | None = None, keep=frozenset()) -> Lowered:
+    """The CPU kernels' weight transforms, made once at build time: linear weights stored
+    transposed as the GEMM reads them (kernels/cpu_layout.py), 3x3 convolutions' weights
+    Winograd-transformed (kernels/cpu_winograd.py). `decisions` receives one entry per layer, with
+    its reason. Packed (quantized) weights are not float32 and keep their layout and kernel;
+    `keep` names float32 weights to leave as they are (the layers a quantization report names)."""
+    import_tvm_compiler()
+    from edgegen.kernels import cpu_layout, cpu_winograd
+
+    weights, specs = dict(lowered.weights), list(lowered.weight_specs)
+    found: list = []
+    module = cpu_layout.rewrite(lowered.module, weights, specs, found, set(keep))
+    module = cpu_winograd.rewrite(module, weights, specs, found, set(keep))
+    if decisions is not None:
+        decisions.extend(found)
+    sources = {n: s for n, s in lowered.sources.items() if n in weights}
+    for d in found:   # a transformed weight comes from the same torch parameter
+        made = [n for n in weights if n.rpartition(".")[0] == d["weight"] and n not in lowered.weights]
+        sources.update({n: lowered.sources[d["weight"]] for n in made if d["weight"] in lowered.sources})
+    return Lowered(module, specs, weights, sources)

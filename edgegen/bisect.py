@@ -77,6 +77,7 @@ def bisect_tvm(artifact_dir, model_dir, component: str, inputs: dict, threshold_
                                                batch=p.get("batch"))
     cap = plan.components[component]
     lowered = lower.to_relax(capture.export(cap), len(cap.inputs), f"component {component!r}")
+    lowered = lower.cpu_weight_layouts(lowered)   # the artifact's weights are stored in the kernels' layouts
     executable = lower.compile_module(lowered.module, art.manifest["target"]["tvm_target"], reference=True)
     tvm = lower.import_tvm_compiler()
     from tvm import relax

@@ -1,9 +1,12 @@
 """Rule `cpu-parallel-vectorize`: a generic loop schedule for every PrimFunc on a CPU.
 
 TVM's default lowering emits each operator as plain, single-threaded loop nests,
-one per block. This rule, tried after the specialised rules, does three things:
+one per block. This rule, tried after the specialised rules, does these things:
 1. inlines each elementwise block whose consumers are all elementwise, so chains
-   like softmax's exp -> divide -> where -> broadcast make one pass over memory;
+   like softmax's exp -> divide -> where -> broadcast make one pass over memory,
+   and each plain copy (GroupNorm's reshape into groups) into whatever reads it;
+   a function that is a chain of row reductions and elementwise steps over the
+   same rows (softmax, layer norm) runs row by row, every step under its row;
 2. elementwise blocks: all loops fused, split by a vector width, the outer part
    parallel over threads, the inner part vectorized;
 3. reduction blocks (conv, matmul, norm statistics) with loops S..S R..R: when
@@ -20,10 +23,13 @@ one per block. This rule, tried after the specialised rules, does three things:
      serves 4 weights; output rows outside the channels, so a band of input rows
      stays in cache while every channel passes over it;
    - other reductions with such a last loop: 4 x 16 of the last two loops.
+   A GEMM whose column count no vector width divides (scores over 77 keys) is
+   padded to a multiple of 16 columns first.
    The GEMM's and the convolution's elementwise epilogue (bias, activation,
    residual) runs on each tile while it is in L1, not in a second pass over
-   memory. Otherwise (row reductions such as softmax's max/sum) the spatial
-   loops are made parallel;
+   memory. Otherwise (row reductions such as GroupNorm's statistics) the spatial
+   loops are made parallel, and a reduction along contiguous memory accumulates
+   in one partial result per vector lane;
 4. a block that decodes packed weights (it reads int8/uint8/float16 buffers;
    kernels/dequant.py fuses it into its GEMM or conv) is computed under the
    consumer's parallel loop, which is made to run over the weight's output
@@ -39,6 +45,7 @@ ROW_TILE = 4
 MIN_PARALLEL = 64
 CHANNEL_TILE = 4
 GEMM_BLOCK_BYTES = 320 * 1024   # a column block of a GEMM's weight (K x block floats) held in L2
+PAD_LANES = 16                  # a GEMM's columns that no vector width divides are padded to a multiple of this
 
 
 def _extent(sch, loop) -> int | None:
@@ -164,6 +171,51 @@ def _schedule_conv(sch, block, spatial, reduce, channel, lanes, epilogues):
     return par
 
 
+def _pad_columns(sch, block, spatial, reduce):
+    """A GEMM whose column count no vector width divides (cross-attention's scores over 77 keys)
+    computed over columns padded to a multiple of PAD_LANES: the operand it reads along the
+    columns is copied once with zero columns added (a small copy: K x N), the extra outputs are
+    dropped as each tile is written. Returns the block's (spatial, reduce) loops, or None when it
+    does not apply."""
+    cols = _extent(sch, spatial[-1])
+    if len(reduce) != 1 or cols is None or cols < PAD_LANES:
+        return None
+    n_spatial = len(spatial)
+    sch.pad_einsum(block, [1] * (n_spatial - 1) + [PAD_LANES, 1])
+    for producer in sch.get_producers(block):     # the padded copies, made once
+        _schedule_spatial(sch, sch.get_loops(producer))
+    [unpad] = sch.get_consumers(block)
+    if sch.get_consumers(unpad):                  # an epilogue follows: it reads the padded result
+        sch.compute_inline(unpad)
+    loops = sch.get_loops(block)
+    return loops[:n_spatial], loops[n_spatial:]
+
+
+def _vector_partials(sch, block, spatial, reduce):
+    """A row reduction whose innermost reduction loop runs along contiguous memory (GroupNorm's
+    statistics over a group's pixels): `lanes` partial results, one per vector lane, so the loop
+    vectorizes (float addition is not reassociated otherwise), then summed per row. The rows run in
+    parallel. Returns the parallel loop, or None when it does not apply."""
+    n_spatial = len(spatial)
+    lanes = _lanes(_extent(sch, reduce[-1]))
+    last = sch.get(block).iter_vars[n_spatial + len(reduce) - 1].var
+    extents = [_extent(sch, lp) for lp in spatial]
+    if lanes is None or None in extents or not _contiguous_in_reads(sch, block, last):
+        return None
+    inner = sch.split(reduce[-1], [None, lanes])[1]
+    partial = sch.rfactor(inner, n_spatial)
+    loops = sch.get_loops(partial)
+    lane = loops[-1]
+    sch.reorder(*[lp for lp in loops if not lp.same_as(lane)][:n_spatial], lane)
+    loops = sch.get_loops(partial)
+    par = sch.fuse(*loops[:n_spatial]) if n_spatial > 1 else loops[0]
+    sch.parallel(par)
+    sch.decompose_reduction(partial, sch.get_loops(partial)[1])
+    sch.unroll(sch.get_loops(partial)[-1])
+    sch.reverse_compute_at(block, par)
+    return par
+
+
 def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None, epilogues=None):
     """Returns the parallel loop. `weight_pos`: the spatial loop that indexes a decoded weight's
     output channels; it becomes the outermost, parallel loop, so that each weight slice is
@@ -171,6 +223,15 @@ def _schedule_reduction(sch, info, spatial, reduce, weight_pos=None, epilogues=N
     block = info.block_rv
     last_var = sch.get(block).iter_vars[len(spatial) - 1].var
     lanes = _lanes(_extent(sch, spatial[-1]))
+    if weight_pos is None and not _contiguous_in_reads(sch, block, last_var):
+        par = _vector_partials(sch, block, spatial, reduce)
+        if par is not None:
+            return par
+    if lanes is None and weight_pos is None and _contiguous_in_reads(sch, block, last_var):
+        padded = _pad_columns(sch, block, spatial, reduce)
+        if padded is not None:
+            spatial, reduce = padded
+            lanes = _lanes(_extent(sch, spatial[-1]))
     if lanes is None or not _contiguous_in_reads(sch, block, last_var):
         if weight_pos is not None:
             sch.reorder(spatial[weight_pos], *(s for i, s in enumerate(spatial) if i != weight_pos))
@@ -229,14 +290,23 @@ def _schedule_block(sch, info, weight_pos=None, epilogues=None):
     return _schedule_reduction(sch, info, spatial, reduce, weight_pos, epilogues)
 
 
+def _is_copy(sch, block) -> bool:
+    """A block that only moves values (a reshape or transpose inside a fused kernel)."""
+    body = sch.get(block).body
+    return type(body).__name__ == "BufferStore" and type(body.value).__name__ in ("BufferLoad", "TensorLoad")
+
+
 def _inline_elementwise(sch, infos) -> None:
+    """Inline each elementwise block whose consumers are all elementwise, and each copy (GroupNorm's
+    reshape into groups: its consumers read the source instead of a copy of the whole tensor)."""
     outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
     by_name = {i.name: i for i in infos}
     for info in infos:
         if not info.is_injective() or info.name in outputs:
             continue
         consumers = [sch.get(c).name_hint for c in sch.get_consumers(info.block_rv)]
-        if consumers and all(c in by_name and by_name[c].is_injective() for c in consumers):
+        if consumers and (_is_copy(sch, info.block_rv)
+                          or all(c in by_name and by_name[c].is_injective() for c in consumers)):
             try:
                 sch.compute_inline(info.block_rv)
             except Exception:  # noqa: BLE001 - not inlinable (e.g. reads that do not line up)
@@ -284,6 +354,37 @@ def _decode_under(sch, block, loops: dict) -> bool:
     return True
 
 
+def _row_chain(sch, infos) -> bool:
+    """Schedule a chain of row reductions and elementwise steps over the same rows (softmax: max,
+    exp, sum, divide; layer norm) as one pass per row: the rows run in parallel and every block
+    is computed under its row, so a row's intermediates stay in L1 instead of each step making a
+    pass over the whole tensor. False when the function is not such a chain."""
+    *steps, out = infos
+    if not steps or not out.is_injective() or not any(not i.is_injective() for i in steps):
+        return False
+    out_loops = sch.get_loops(out.block_rv)
+    extents = [_extent(sch, lp) for lp in out_loops]
+    if None in extents or len(extents) < 2 or _prod(extents[:-1]) < MIN_PARALLEL:
+        return False
+    for info in steps:
+        dims = [_extent(sch, it.loop_rv) for it in info.iters]
+        kinds = info.dom_kind()
+        if info.is_injective() and dims != extents:
+            return False
+        if not info.is_injective() and (kinds != "S" * (len(extents) - 1) + "R" or dims != extents):
+            return False
+    rows = sch.fuse(*out_loops[:-1])
+    sch.parallel(rows)
+    for info in reversed(steps):
+        sch.compute_at(info.block_rv, rows, preserve_unit_loops=False)
+    lanes = _lanes(extents[-1])
+    if lanes:   # the elementwise steps in vectors along the row (the reductions stay scalar: float order)
+        for info in [*steps, out]:
+            if info.is_injective():
+                sch.vectorize(sch.split(sch.get_loops(info.block_rv)[-1], [None, lanes])[1])
+    return True
+
+
 def make_rule():
     from tvm import s_tir
     from tvm.s_tir.dlight import ScheduleRule, normalize_prim_func
@@ -300,6 +401,12 @@ def make_rule():
             infos = normalize_prim_func(sch)
             if not infos:
                 return None
+            trial = sch.copy()
+            try:
+                if _row_chain(trial, infos):
+                    return trial
+            except Exception:  # noqa: BLE001 - a primitive refused: schedule block by block below
+                pass
             changed = False
             decodes = [i for i in infos if i.is_injective() and _reads_packed(sch, i.block_rv)]
             weight_pos = _weight_positions(sch, infos, decodes)

@@ -29,9 +29,11 @@ def test_kernel_table_in_manifest(tiny_artifact):
     assert any("conv2d" in k["kernel"] for k in table)
     conv = next(k for k in table if k["kernel"].startswith("fused_conv2d") and k["flops"] > 0)
     assert conv["calls"] >= 1 and conv["bytes"] > 0
-    # the UNet's 3x3 convolutions hold most of its FLOPs
+    # the UNet's 3x3 convolutions hold a large share of its FLOPs, Winograd's included (its kernels are
+    # named as the convolution's: kernels/cpu_winograd.py), though Winograd does 2.25-4x fewer of them
+    assert any("winograd" in k["kernel"] for k in table)
     assert sum(k["flops"] * k["calls"] for k in table if "conv2d" in k["kernel"]) > \
-        0.3 * sum(k["flops"] * k["calls"] for k in table)
+        0.1 * sum(k["flops"] * k["calls"] for k in table)
 
 
 def test_profile_sums_to_the_run(tiny_artifact):
