@@ -30,6 +30,11 @@ ALPHA = TILE + 2           # input tile side
 # below this many channels the two transform GEMMs and the copies (each pass over about 2.25x the
 # activations) cost more than the multiplies they save
 MIN_CHANNELS = 32
+# U holds 36 values per channel pair where the weight holds 9: the artifact stores, and every call reads,
+# 4x the weight. Above this many weight values (an SD UNet's 640- and 1280-channel convolutions, at 16x16
+# and 8x8 where few output tiles share each U value) that costs more memory than the multiplies save;
+# the 320-channel convolutions at 64x64, where most of the FLOPs are, stay under it
+MAX_WEIGHT_VALUES = 1 << 20
 BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64)
 G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
@@ -145,6 +150,10 @@ def choose(weight_shape, data_shape, attrs) -> tuple[bool, str]:
     if min(k, c) < MIN_CHANNELS:
         return False, (f"{c}->{k} channels: under {MIN_CHANNELS}, the transform GEMMs and copies cost more than "
                        f"the multiplies they save")
+    values = int(np.prod(weight_shape))
+    if values > MAX_WEIGHT_VALUES:
+        return False, (f"{c}->{k} channels: {values} weight values, over {MAX_WEIGHT_VALUES}; U would store and read "
+                       f"4x that ({4 * values * 4 / 2 ** 20:.1f} MiB) per call")
     oh, ow, _, _ = tiles(data_shape[2], data_shape[3], [int(p) for p in attrs.padding][:2])
     if min(oh, ow) < TILE:
         return False, f"a {oh}x{ow} output: smaller than one 4x4 tile"

@@ -117,3 +117,21 @@ def test_winograd_kernels_match_reference_at_odd_sizes():
     np.testing.assert_allclose(out, reference, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(out, _conv2d_nchw(xs.astype(np.float64), ws.astype(np.float64), 1), rtol=1e-4,
                                atol=1e-3)
+
+
+def test_winograd_leaves_large_weights_direct():
+    """U is 4x the weight: an SD UNet's 320-channel convolutions at 64x64 take Winograd, its 640- and
+    1280-channel ones (weights over MAX_WEIGHT_VALUES) stay direct, which keeps the artifact's size."""
+    from tvm import relax
+
+    from edgegen.kernels import cpu_winograd
+
+    def choose(k, c, side):
+        x = relax.Var("x", relax.TensorType((2, c, side, side), "float32"))
+        w = relax.Var("w", relax.TensorType((k, c, 3, 3), "float32"))
+        return cpu_winograd.choose([k, c, 3, 3], [2, c, side, side], relax.op.nn.conv2d(x, w, padding=1).attrs)
+
+    assert choose(320, 320, 64)[0]
+    ok, reason = choose(1280, 1280, 8)
+    assert not ok and "14745600 weight values" in reason
+    assert not choose(640, 640, 32)[0]
