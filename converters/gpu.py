@@ -122,7 +122,7 @@ def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[s
     tvm = import_tvm_compiler()
     from tvm import relax
 
-    from edgegen.kernels import geglu, gpu_rules, winograd
+    from edgegen.kernels import geglu, gpu_rules, weight_layout, winograd
 
     target = tvm.target.Target(tvm_target, host=HOST)
     attention: list = []
@@ -134,6 +134,10 @@ def lower_to_plan(lowered: Lowered, input_names: list[str], output_names: list[s
         module = winograd.rewrite(module, weights, specs, convolutions,
                                   {n: sch.name for n, sch in (quant or {}).items()}, _device(roofline, half))
         module = geglu.rewrite(module, weights, specs, feed_forward)
+    # linear weights stored transposed, as the GEMM reads them: no transpose kernel (and arena copy) per call
+    layouts: list = []
+    module = weight_layout.rewrite(module, weights, specs, layouts, set(quant or {}),
+                                   "packed: the decoding GEMM reads the packed layout")
     packed: dict = {}
     if quant:
         module, specs, weights, packed = _pack(Lowered(module, specs, weights), quant)

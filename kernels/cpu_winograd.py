@@ -189,7 +189,7 @@ def rewrite(module, weights: dict, weight_specs: list, decisions: list, keep: se
         if ok and rw.uses.get(index, 0) != 1:
             ok, reason = False, "the weight is shared with other operators"
         if ok and weight_specs[index].name in keep:
-            from .cpu_layout import KEPT
+            from .weight_layout import KEPT
 
             ok, reason = False, KEPT
         decisions.append({"weight": weight_specs[index].name, "input": data, "out_channels": shape[0],

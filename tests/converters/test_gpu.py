@@ -163,3 +163,21 @@ def test_metal_build_through_the_cli_says_what_was_not_executed(digits_model_dir
     manifest = json.loads((tmp_path / "metal" / "manifest.json").read_text())
     info = manifest["components"]["transformer"]["info"]
     assert info["parity_psnr_db"] is None and info["language"] == "metal" and info["launches"] > 0
+
+
+def test_linear_weights_are_stored_as_the_gemm_reads_them(tiny_sd_dir):
+    """A GPU plan runs no transpose kernel over a linear layer's weight per call (the text encoder ran
+    one per projection: 3x its weight bytes of traffic per call, and an arena copy)."""
+    from edgegen.converters import capture, gpu, lower, sd, source
+    from edgegen.core.targets import get_target
+
+    cap = sd.plan(tiny_sd_dir, source.read_model_index(tiny_sd_dir)).components["text_encoder"]
+    target = get_target("adreno")
+    lowered = lower.to_relax(capture.export(cap), len(cap.inputs), "text_encoder")
+    built = gpu.lower_to_plan(lowered, list(cap.inputs), cap.outputs, lower.resolve_target(target.tvm_target),
+                              gpu.limits_of(target.profile), target.backend, precision="fp16")
+    weights = {tuple(s.shape) for s in lowered.weight_specs if len(s.shape) == 2}
+    per_call = [k["kernel"] for k in built.kernels if k["kernel"].startswith("transpose")
+                and tuple(k["arg_shapes"][0]) in weights]
+    assert per_call == []
+    assert any(n.endswith(".t") for n in built.weights)

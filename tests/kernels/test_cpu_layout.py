@@ -1,5 +1,5 @@
 """The CPU target's build-time weight transforms: linear weights stored transposed
-(kernels/cpu_layout.py) and 3x3 convolutions in Winograd F(4x4, 3x3) (kernels/cpu_winograd.py),
+(kernels/weight_layout.py) and 3x3 convolutions in Winograd F(4x4, 3x3) (kernels/cpu_winograd.py),
 each against its numpy reference and, compiled, against torch."""
 
 import numpy as np
@@ -51,7 +51,7 @@ def test_build_time_layouts_match_torch_and_record_decisions():
 
     from edgegen.converters import lower
     from edgegen.core.metrics import psnr
-    from edgegen.kernels import cpu_layout, cpu_winograd
+    from edgegen.kernels import weight_layout, cpu_winograd
 
     net = _net()
     x = torch.randn(1, 64, 24)
@@ -68,7 +68,7 @@ def test_build_time_layouts_match_torch_and_record_decisions():
     assert "shared" in by_weight[shared]["reason"] and shared in packed.weights
     assert by_weight[conv]["kernel"] == "winograd F(4x4,3x3)"
     assert by_weight[few]["kernel"] == "direct" and "channels" in by_weight[few]["reason"]
-    np.testing.assert_array_equal(packed.weights[f"{proj}.t"], cpu_layout.transpose_weight(before[proj]))
+    np.testing.assert_array_equal(packed.weights[f"{proj}.t"], weight_layout.transpose_weight(before[proj]))
     np.testing.assert_array_equal(packed.weights[f"{conv}.winograd4"], cpu_winograd.transform_weight(before[conv]))
     assert proj not in packed.weights and conv not in packed.weights and few in packed.weights
     assert [s.name for s in packed.weight_specs] == [p.name for p in packed.module["main"].params[1:]]
