@@ -86,6 +86,17 @@ def _latent_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+def _image_size(unet, vae, height: int | None, width: int | None) -> tuple[int, int, int]:
+    """(pixels per latent pixel, height, width): the UNet's own size unless asked, checked against the
+    downsampling the UNet needs."""
+    factor = _latent_factor(vae)
+    height = height or unet.config.sample_size * factor
+    width = width or unet.config.sample_size * factor
+    if height % (factor * 4) or width % (factor * 4):
+        raise ValueError(f"height and width must be multiples of {factor * 4} for this model, got {height}x{width}")
+    return factor, height, width
+
+
 def plan(root: Path, index: dict, height: int | None = None, width: int | None = None,
          batch: int | None = None, guidance: str | None = None, img2img: bool = False,
          vae: str | Path | None = None) -> Plan:
@@ -111,11 +122,7 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
                                          lambda p: CLIPTextModel.from_pretrained(p, local_files_only=True))
     tok = source.load_component(root, index, "tokenizer", "CLIPTokenizer",
                                 lambda p: CLIPTokenizer.from_pretrained(p, local_files_only=True))
-    factor = _latent_factor(vae)
-    height = height or unet.config.sample_size * factor
-    width = width or unet.config.sample_size * factor
-    if height % (factor * 4) or width % (factor * 4):
-        raise ValueError(f"height and width must be multiples of {factor * 4} for this model, got {height}x{width}")
+    factor, height, width = _image_size(unet, vae, height, width)
 
     # realistic example inputs: a tokenized prompt, its embeddings, seeded latents of the artifact's shape
     scheduler_config = source.read_scheduler_config(root)

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import capture, source
 from .plan import Plan
-from .sd import (CALIBRATION_PROMPT, DISTILLED_SCHEDULERS, _latent_factor, _load_vae, _write_tokenizer,
+from .sd import (CALIBRATION_PROMPT, DISTILLED_SCHEDULERS, _image_size, _load_vae, _write_tokenizer,
                  guidance_mode)
 
 PIPELINE_CLASSES = ("StableDiffusionXLPipeline",)
@@ -53,11 +53,7 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
     toks = [source.load_component(root, index, name, "CLIPTokenizer",
                                   lambda p: CLIPTokenizer.from_pretrained(p, local_files_only=True))
             for name in ("tokenizer", "tokenizer_2")]
-    factor = _latent_factor(vae)
-    height = height or unet.config.sample_size * factor
-    width = width or unet.config.sample_size * factor
-    if height % (factor * 4) or width % (factor * 4):
-        raise ValueError(f"height and width must be multiples of {factor * 4} for this model, got {height}x{width}")
+    factor, height, width = _image_size(unet, vae, height, width)
 
     scheduler_config = source.read_scheduler_config(root)
     mode = guidance_mode(scheduler_config, guidance)

@@ -68,6 +68,12 @@ def _alphas_cumprod(config: dict, defaults: dict | None = None) -> np.ndarray:
     return np.cumprod(alphas.astype(np.float64)).astype(np.float32)
 
 
+def _noised(alpha_cumprod, x0: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """x0 at a timestep whose alphas_cumprod is `alpha_cumprod` (DDPM's forward process)."""
+    a = np.float32(alpha_cumprod)
+    return (a**0.5 * x0 + (np.float32(1.0) - a) ** 0.5 * noise).astype(np.float32)
+
+
 def _check_options(kind: str, config: dict, allowed: tuple = ()) -> None:
     """`allowed`: options of _UNSUPPORTED_OPTIONS that this scheduler implements (it checks their values)."""
     for key, default in _UNSUPPORTED_OPTIONS.items():
@@ -128,8 +134,7 @@ class DDIM:
 
     def add_noise(self, x0: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
         """x0 noised to the timestep of step `index` (img2img's first step), as diffusers' add_noise."""
-        a = np.float32(self.alphas_cumprod[int(self.timesteps[index])])
-        return (a**0.5 * x0 + (np.float32(1.0) - a) ** 0.5 * noise).astype(np.float32)
+        return _noised(self.alphas_cumprod[int(self.timesteps[index])], x0, noise)
 
     def step(self, model_output: np.ndarray, index: int, sample: np.ndarray, noise=None) -> np.ndarray:
         t = int(self.timesteps[index])
@@ -246,8 +251,7 @@ class LCM:
 
     def add_noise(self, x0: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
         """x0 noised to the timestep of step `index` (img2img's first step), as diffusers' add_noise."""
-        a = np.float32(self.alphas_cumprod[int(self.timesteps[index])])
-        return (a**0.5 * x0 + (np.float32(1.0) - a) ** 0.5 * noise).astype(np.float32)
+        return _noised(self.alphas_cumprod[int(self.timesteps[index])], x0, noise)
 
     def step(self, model_output: np.ndarray, index: int, sample: np.ndarray, noise=None) -> np.ndarray:
         t = int(self.timesteps[index])
