@@ -339,7 +339,8 @@ def test_geglu_epilogue_on_gpu_runtimes(tmp_path, target):
     b = rng.standard_normal(64).astype(np.float32)
     built, out = run_through_plan(tmp_path, _geglu_module(x.shape, w.shape), {"x": x}, {"w": w, "b": b}, target)
     assert [f["kernel"] for f in built.feed_forward] == ["geglu"]
-    assert set(built.weights) == {"w.value", "w.gate", "b.value", "b.gate"}
+    # both halves stored transposed, as their GEMMs read them (kernels/weight_layout.py)
+    assert set(built.weights) == {"w.value.t", "w.gate.t", "b.value", "b.gate"}, set(built.weights)
     # two GEMM kernels; the gate one ends in GELU and the product: no 2N-wide tensor in the plan
     gemms = [launch["program"] for launch in built.plan["launches"] if "matmul" in launch["program"]]
     assert len(gemms) == 2 and any("multiply" in p for p in gemms)
