@@ -210,6 +210,24 @@ def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict
     return files, gpu.weight_specs(built), info, [result[o] for o in cap.outputs]
 
 
+def _optimum_exports(family, plan) -> bool:
+    """Whether optimum exports the pipeline (the layout ORTDiffusionPipeline loads). Its exporter reads
+    the folder's own AutoencoderKL: a VAE swapped in by --vae, or an AutoencoderTiny, goes through
+    torch.onnx with the other components."""
+    vae = plan.pipeline.get("vae", {})
+    return bool(getattr(family, "OPTIMUM_TASK", None)) and vae.get("class", "AutoencoderKL") == "AutoencoderKL" \
+        and "source" not in vae
+
+
+def _same_interface(model, cap: capture.Captured) -> bool:
+    """Whether an exported ONNX file takes the component's inputs and gives its outputs, by name."""
+    from . import onnx_export
+
+    sess = onnx_export.session(model)
+    return ({i.name for i in sess.get_inputs()} == set(cap.inputs)
+            and {o.name for o in sess.get_outputs()} == set(cap.outputs))
+
+
 def _emit_onnx(writer, name: str, cap: capture.Captured, stages: _Stages, scheme, calibration: list | None):
     """Export to ONNX (unless optimum already wrote the component), quantize if asked;
     returns (files, weight specs, info, outputs on the example inputs)."""
@@ -218,6 +236,9 @@ def _emit_onnx(writer, name: str, cap: capture.Captured, stages: _Stages, scheme
     from . import onnx_export
 
     model = writer.path(f"{name}/model.onnx")
+    if model.is_file() and not _same_interface(model, cap):    # optimum's VAE encoder gives other outputs
+        for f in model.parent.iterdir():
+            f.unlink()
     info = {"opset": onnx_export.OPSET, "exporter": "optimum" if model.is_file() else "torch.onnx"}
     if not model.is_file():
         stages.run(f"{name}: export ONNX (torch.onnx)", onnx_export.export, cap, model)
@@ -381,7 +402,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     with ArtifactWriter(out, overwrite=overwrite) as writer:
         plan = stages.run("load pipeline", family.plan, model_dir, index, height=height, width=width, batch=batch,
                           **extra)
-        if tgt.backend == "onnxruntime" and getattr(family, "OPTIMUM_TASK", None):
+        if tgt.backend == "onnxruntime" and _optimum_exports(family, plan):
             from . import onnx_export
 
             stages.run("export pipeline to ONNX (optimum)", onnx_export.export_pipeline, model_dir, writer.tmp,

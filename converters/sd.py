@@ -57,6 +57,11 @@ VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny")
 
 def _load_vae(root: Path, index: dict, vae_dir: str | Path | None):
     """The folder's VAE, or the one in `vae_dir` (a saved AutoencoderKL/AutoencoderTiny) in its place."""
+    with source.tiny_vae_config_note_hidden():
+        return _load_vae_quietly(root, index, vae_dir)
+
+
+def _load_vae_quietly(root: Path, index: dict, vae_dir: str | Path | None):
     import diffusers
 
     kw = {"local_files_only": True, "low_cpu_mem_usage": False}

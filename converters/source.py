@@ -60,6 +60,12 @@ def import_diffusers():
     return diffusers
 
 
+def tiny_vae_config_note_hidden():
+    """AutoencoderTiny registers `block_out_channels` in its own config, so every TAESD that diffusers
+    saved warns on load that the key is not expected: diffusers' quirk, not the user's file."""
+    return log_records_hidden("diffusers.configuration_utils", "The config attributes {'block_out_channels'")
+
+
 @contextmanager
 def loading_bars_off():
     """diffusers' "Loading pipeline components" bar off during a pipeline load (edgegen shows its own progress)."""

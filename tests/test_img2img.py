@@ -49,6 +49,24 @@ def test_matches_diffusers_img2img_at_strength_0_6(img2img_build, tiny_sd_dir, p
     report.raise_for_failure()
 
 
+@pytest.mark.onnx
+def test_img2img_on_onnx(tiny_sd_dir, picture, tmp_path):
+    """optimum's VAE encoder gives other outputs than the component's `moments`: that one goes through
+    torch.onnx, and the rest keeps optimum's layout."""
+    from PIL import Image
+
+    art = tmp_path / "onnx"
+    proc = edgegen_cli("build", tiny_sd_dir, "--target", "onnx", "--out", art, "--img2img")
+    assert proc.returncode == 0, proc.stderr
+    components = json.loads((art / "manifest.json").read_text())["components"]
+    assert components["vae_encoder"]["info"]["exporter"] == "torch.onnx"
+    assert components["unet"]["info"]["exporter"] == "optimum"
+    report = edgegen.validate(art, tiny_sd_dir, prompt="a red fox in the snow", num_inference_steps=5,
+                              seed=4, image=Image.open(picture), strength=0.6)
+    assert report.components["vae_encoder"] >= COMPONENT_PSNR_DB
+    assert report.image_psnr_db >= IMAGE_PSNR_DB, report.to_json()
+
+
 def test_cli_run_with_image(img2img_build, picture, tmp_path):
     out = tmp_path / "out.png"
     proc = edgegen_cli("run", img2img_build, "--prompt", "a fox", "--image", picture, "--strength", "0.6",

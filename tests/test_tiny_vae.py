@@ -55,3 +55,20 @@ def test_swap_names_a_folder_that_is_no_vae(tiny_sd_dir, tmp_path):
     proc = edgegen_cli("build", tiny_sd_dir, "--target", "cpu", "--out", tmp_path / "art", "--vae",
                        tmp_path / "novae")
     assert proc.returncode != 0 and "no config.json" in proc.stderr, proc.stderr
+
+
+@pytest.mark.onnx
+def test_vae_swap_on_onnx(tiny_sd_dir, tmp_path):
+    """optimum exports the folder's own AutoencoderKL, so a swapped-in VAE sends the pipeline through
+    torch.onnx; diffusers' notes on the swapped class stay off the console."""
+    from edgegen.console import is_edgegen_line
+    from edgegen.testing.tiny import make_tiny_taesd
+
+    taesd = tmp_path / "taesd"
+    make_tiny_taesd(taesd, seed=3)
+    art = tmp_path / "art"
+    proc = edgegen_cli("build", tiny_sd_dir, "--target", "onnx", "--out", art, "--vae", taesd)
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.strip() and not is_edgegen_line(line)] == []
+    manifest = _check(art, tiny_sd_dir, "AutoencoderTiny")
+    assert manifest["components"]["vae_decoder"]["info"]["exporter"] == "torch.onnx"
