@@ -20,13 +20,14 @@ import numpy as np
 
 from edgegen.core.artifact import ArtifactWriter, Component, sha256_tree
 from edgegen.core.errors import ModelError, ParityError
+from edgegen.core.memory import parse_size
 from edgegen.core.metrics import psnr
 from edgegen.core.quant import QUANT_FLOOR_DB
 from edgegen.core.quant import parse as parse_scheme
 from edgegen.core.specs import TensorSpec
 from edgegen.core.targets import GPU_BACKENDS, get_target
 
-from . import capture, dit, lower, sd, sdxl, source
+from . import capture, dit, lower, memory_plan, sd, sdxl, source
 from .emitters import EmitContext, calibrated, emitter
 
 # A compiled component must reproduce its torch module at least this well (fp32 build).
@@ -45,11 +46,13 @@ class BuildReport:
     bytes: int
     components: dict = field(default_factory=dict)   # name -> {psnr_db, bytes}
     stages: list = field(default_factory=list)        # (stage, seconds)
+    memory_plan: dict | None = None                   # mode, budget_bytes, peak_bytes, chunks
 
     def to_json(self) -> dict:
         return {"artifact": self.artifact, "target": self.target, "seconds": round(self.seconds, 2),
                 "bytes": self.bytes, "components": self.components,
-                "stages": [{"stage": s, "seconds": round(t, 2)} for s, t in self.stages]}
+                "stages": [{"stage": s, "seconds": round(t, 2)} for s, t in self.stages],
+                **({"memory_plan": self.memory_plan} if self.memory_plan else {})}
 
 
 class _Stages:
@@ -126,7 +129,16 @@ def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, t
         outputs=[TensorSpec.of(n, a) for n, a in zip(shown.outputs, actual)],
         weights=weight_specs,
         info={"parity_psnr_db": measured, "parity_threshold_db": gate, **info}))
-    return {"psnr_db": measured, **{k: info[k] for k in ("quant", "parity_scope") if k in info}}
+    return {"psnr_db": measured, **{k: info[k] for k in ("quant", "parity_scope") if k in info},
+            "weight_bytes": _weight_bytes(writer, files, info), "arena_bytes": info.get("arena_bytes")}
+
+
+def _weight_bytes(writer: ArtifactWriter, files: dict, info: dict) -> int:
+    """Bytes of the weights a runtime holds for the component: a GPU plan's stored weights, else its
+    weights file (the library beside it is mapped code, not counted)."""
+    if "weight_bytes" in info:
+        return int(info["weight_bytes"])
+    return sum(writer.path(rel).stat().st_size for key, rel in files.items() if key.startswith("weights"))
 
 
 def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: int | None = None,
@@ -134,7 +146,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
           parity_db: float = COMPONENT_PSNR_DB, quant: str | None = None, attention: str = "original",
           minimum_ios: int = 16, chunk_mb: float | None = 1000.0, execute: bool = True,
           precision: str | None = None, guidance: str | None = None, img2img: bool = False,
-          vae: str | Path | None = None) -> BuildReport:
+          vae: str | Path | None = None, memory_budget: str | int | None = None) -> BuildReport:
     """Build a diffusers pipeline folder into an artifact at `out`.
 
     quant: a scheme of edgegen.core.quant (onnx and coreml targets map it onto their tools).
@@ -149,7 +161,11 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     guidance: text-to-image families: "cfg" or "none" (batch-1 UNet for distilled models); None takes
     the folder's default (see converters/sd.py guidance_mode). img2img: text-to-image families also
     build the VAE encoder, for image-to-image runs. vae: a folder with an AutoencoderTiny (TAESD) or
-    AutoencoderKL, built in place of the pipeline's own VAE."""
+    AutoencoderKL, built in place of the pipeline's own VAE.
+    memory_budget: cpu and GPU targets: the bytes a run may hold ("600MB", "1.5GB", or an int; default:
+    the device profile's budget); the build plans which components are resident in each phase and
+    cuts a component that alone exceeds it into chunks, and fails before compiling when no plan fits
+    (converters/memory_plan.py)."""
     t_start = time.perf_counter()
     tgt = get_target(target)
     scheme = parse_scheme(quant) if quant else None
@@ -162,6 +178,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
                          f"stores float16 weights there).")
     if precision not in (None, "fp16", "fp32"):
         raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+    budget = _budget(tgt, memory_budget)
     if attention not in ("original", "split-einsum"):
         raise ValueError(f"attention must be 'original' or 'split-einsum', got {attention!r}")
     if tgt.backend == "coreml":
@@ -207,9 +224,17 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
             # each component's share of the final output's error budget: together they meet the target
             share = scheme.target_db + MIXED_MARGIN_DB + 10 * math.log10(len(plan.components))
             options["end"] = {name: (_end_output(plan.end_output, name), share) for name in plan.components}
+        memory, units = None, dict(plan.components)
+        if budget is not None:
+            memory, units = _plan_memory(plan.components, scheme, budget, stages)
+            options["winograd"] = memory["mode"] == "resident"
         components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db, scheme, options,
-                                             calibration.get(name))
-                      for name, cap in plan.components.items()}
+                                             calibration.get(name.partition("_chunk")[0]))
+                      for name, cap in units.items()}
+        if memory is not None:
+            memory = memory_plan.restate(memory, {name: (c["weight_bytes"], c["arena_bytes"])
+                                                  for name, c in components.items()})
+            memory_plan.check_built(memory)
         with open(writer.path(SCHEDULER_CONFIG), "w") as f:
             json.dump(plan.scheduler_config, f, indent=1)
         pipeline = {**plan.pipeline, "scheduler_config": SCHEDULER_CONFIG, **plan.write_extra(writer)}
@@ -225,11 +250,49 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
                     **({"coreml": {k: options[k] for k in ("attention", "minimum_ios", "chunk_mb")}}
                        if tgt.backend == "coreml" else {})},
             toolchain=toolchain_versions(),
+            **({"memory_plan": memory} if memory is not None else {}),
         )
     size = sum(p.stat().st_size for p in Path(dest).rglob("*") if p.is_file())
     manifest = json.loads((Path(dest) / "manifest.json").read_text())
     for name in components:
         components[name]["bytes"] = sum(manifest["files"][rel]["bytes"]
                                         for rel in manifest["components"][name]["files"].values())
+        components[name].pop("arena_bytes")
     return BuildReport(artifact=str(dest), target=tgt.name, seconds=time.perf_counter() - t_start,
-                       bytes=size, components=components, stages=stages.done)
+                       bytes=size, components=components, stages=stages.done,
+                       memory_plan=_plan_summary(memory))
+
+
+def _budget(tgt, memory_budget) -> int | None:
+    """The build's memory budget in bytes: the one asked for, else the device profile's; None for the
+    targets whose runtimes manage their own memory (onnx, coreml)."""
+    if tgt.backend != "tvm_vm" and tgt.backend not in GPU_BACKENDS:
+        if memory_budget is not None:
+            raise ValueError(f"--memory-budget applies to the cpu and GPU targets; {tgt.name}'s runtime "
+                             f"({tgt.backend}) plans its own memory (coreml chunks with --chunk-mb).")
+        return None
+    return parse_size(memory_budget) if memory_budget is not None else tgt.profile.memory_budget_bytes
+
+
+def _plan_memory(components: dict, scheme, budget: int, stages: _Stages) -> tuple[dict, dict]:
+    """The memory plan for `budget` (BudgetError before anything compiles when none fits), and the
+    components to build: the plan's chunks in place of a component it cuts."""
+    measured = stages.run("memory plan: activations and weights of the exported graphs", memory_plan.measure,
+                          components, scheme)
+    plan, cuts = memory_plan.make(measured, budget, f"{budget} bytes")
+    units = {}
+    for name, cap in components.items():
+        if name in cuts:
+            units.update(stages.run(f"{name}: cut into {len(cuts[name]) + 1} chunks", memory_plan.chunked, name,
+                                    cap, cuts[name], scheme))
+        else:
+            units[name] = cap
+    return plan, units
+
+
+def _plan_summary(memory: dict | None) -> dict | None:
+    """The build summary's view of the plan: mode, budget, planned peak, chunks."""
+    if memory is None:
+        return None
+    return {"mode": memory["mode"], "budget_bytes": memory["budget_bytes"], "peak_bytes": memory["peak_bytes"],
+            "chunks": {n: c["chunks"] for n, c in memory["components"].items() if c.get("chunks")}}

@@ -39,8 +39,9 @@ def emit(ctx: EmitContext, name: str, cap: capture.Captured, calibration: list |
                                     scheme, tvm_target, calibration, stages.log, *(end or (None, None)), stats)
     layouts: list = []
     reported = {layer["weight"] for layer in (quant or {}).get("layers", [])}   # stored as the report names them
+    winograd = ctx.options.get("winograd", True)
     lowered = stages.run(f"{name}: weight layouts for the CPU kernels", lower.cpu_weight_layouts, lowered, layouts,
-                         reported)
+                         reported, winograd)
     kernels: list = []
     executable = stages.run(f"{name}: compile for {target.name}", lower.compile_module, lowered.module,
                             tvm_target, kernels)
@@ -50,5 +51,7 @@ def emit(ctx: EmitContext, name: str, cap: capture.Captured, calibration: list |
     actual = stages.run(f"{name}: parity check", lower.run_library, writer.path(files["library"]),
                         list(cap.inputs.values()), [lowered.weights[s.name] for s in lowered.weight_specs])
     info = {"schedule_rules": lower.SCHEDULE_RULES.get(tvm_target["kind"], []), "num_weights": fp32_elements,
-            "kernels": kernels, "weight_layouts": layouts, **({"quant": quant} if quant else {})}
+            "kernels": kernels, "weight_layouts": layouts, **({"quant": quant} if quant else {}),
+            **({} if winograd else {"winograd": "off: the memory plan loads per phase, and a Winograd-transformed "
+                                                "3x3 weight holds up to 4 times the bytes"})}
     return Emitted(files, lowered.weight_specs, info, actual)
