@@ -226,10 +226,13 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
             options["end"] = {name: (_end_output(plan.end_output, name), share) for name in plan.components}
         memory, units = None, dict(plan.components)
         if budget is not None:
-            memory, units = _plan_memory(plan.components, scheme, budget, stages)
+            memory, units = _plan_memory(plan.components, scheme, budget, stages,
+                                         "--memory-budget" if memory_budget is not None else
+                                         f"the {tgt.profile.name} device profile")
             options["winograd"] = memory["mode"] == "resident"
+            calibration = memory_plan.chunk_calibration(units, calibration)
         components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db, scheme, options,
-                                             calibration.get(name.partition("_chunk")[0]))
+                                             calibration.get(name))
                       for name, cap in units.items()}
         if memory is not None:
             memory = memory_plan.restate(memory, {name: (c["weight_bytes"], c["arena_bytes"])
@@ -274,12 +277,12 @@ def _budget(tgt, memory_budget) -> int | None:
     return parse_size(memory_budget) if memory_budget is not None else tgt.profile.memory_budget_bytes
 
 
-def _plan_memory(components: dict, scheme, budget: int, stages: _Stages) -> tuple[dict, dict]:
+def _plan_memory(components: dict, scheme, budget: int, stages: _Stages, source: str) -> tuple[dict, dict]:
     """The memory plan for `budget` (BudgetError before anything compiles when none fits), and the
     components to build: the plan's chunks in place of a component it cuts."""
     measured = stages.run("memory plan: activations and weights of the exported graphs", memory_plan.measure,
                           components, scheme)
-    plan, cuts = memory_plan.make(measured, budget, f"{budget} bytes")
+    plan, cuts = memory_plan.make(measured, budget, source)
     units = {}
     for name, cap in components.items():
         if name in cuts:

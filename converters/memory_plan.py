@@ -40,6 +40,26 @@ def chunked(name: str, cap, cuts: list[int], scheme) -> list:
     return partition.split(cap, gm, partition.analyse(gm, scheme), cuts, name)
 
 
+def chunk_calibration(units: dict, calibration: dict) -> dict:
+    """Calibration inputs per built unit: a chunk's are what the chunks before it give on each of its
+    component's calibration inputs (torch runs of the chunks, in order)."""
+    out = {name: samples for name, samples in calibration.items() if name in units}
+    by_component: dict = {}
+    for name in units:
+        base, _, k = name.rpartition("_chunk")
+        if base and k.isdigit() and base in calibration:
+            by_component.setdefault(base, []).append(name)
+    for base, chunks in by_component.items():
+        values = [dict(sample) for sample in calibration[base]]
+        for name in chunks:
+            cap = units[name]
+            out[name] = [{k: v[k] for k in cap.inputs} for v in values]
+            for v in values:
+                v.update(capture.run_torch(capture.Captured(cap.family, cap.module, {k: v[k] for k in cap.inputs},
+                                                            cap.outputs)))
+    return out
+
+
 def _phase_rows(mode: str, phases, cost: dict) -> list[dict]:
     """One row per phase: the weights resident while it runs, the arena, the peak. `cost`: component ->
     list of (weight bytes, arena bytes), one per chunk (one item for a whole component)."""

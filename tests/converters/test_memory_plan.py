@@ -99,6 +99,13 @@ def test_cuts_fit_the_budget_and_the_chunks_reproduce_the_component():
         values.update(capture.run_torch(chunk))
         capture.export(chunk)        # each chunk is a module torch.export takes, as the emitters need
     np.testing.assert_array_equal(values["y"], capture.run_torch(cap)["y"])
+    # calibration inputs follow the chunks: the last chunk's calibration run gives the component's output
+    other = {"x": np.ones_like(cap.inputs["x"])}
+    per_chunk = memory_plan.chunk_calibration(dict(chunks), {"chain": [other]})
+    last_name, last = chunks[-1]
+    got = capture.run_torch(capture.Captured("Chain", last.module, per_chunk[last_name][0], last.outputs))["y"]
+    expected = capture.run_torch(capture.Captured("Chain", cap.module, other, ["y"]))["y"]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.torch
