@@ -16,16 +16,14 @@ class LazySession:
     def __init__(self, make, name: str):
         self._make, self.name, self._session = make, name, None
         self.loads = 0
+        self.threads = None     # the CPU threads its calls used, once loaded
 
     def _loaded(self):
         if self._session is None:
             self._session = self._make()
             self.loads += 1
+            self.threads = getattr(self._session, "threads", None)
         return self._session
-
-    @property
-    def threads(self):
-        return getattr(self._session, "threads", None)
 
     def run(self, **inputs) -> dict:
         return self._loaded().run(**inputs)
