@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt scripts/install_system_dep
 	touch $(STAMP)
 
 test: setup native native-aarch64 native-asan-test
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -q -rs -m "not slow"

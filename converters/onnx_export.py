@@ -10,6 +10,8 @@ import numpy as np
 from edgegen.core.errors import MissingDependencyError
 from edgegen.core.quiet import log_records_hidden, verbose, warnings_hidden
 
+from .lower import TORCH_LEAFSPEC_COPY
+
 OPSET = 18
 
 
@@ -25,7 +27,10 @@ def export(captured, path: str | Path) -> None:
         raise MissingDependencyError("ONNX export needs onnx and onnxscript: `pip install 'edgegen[onnx]'`.") from exc
     args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in captured.inputs.values())
     big = sum(p.numel() * p.element_size() for p in captured.module.parameters()) > (2 << 30) - (64 << 20)
-    with torch.no_grad():
+    # the exporter's registry notes each torchvision op it cannot register (torchvision is not a
+    # dependency), and copying its tree specs warns that LeafSpec is deprecated: neither is the user's
+    with torch.no_grad(), warnings_hidden(TORCH_LEAFSPEC_COPY), log_records_hidden(
+            "torch.onnx._internal.exporter._registration", "torchvision is not installed"):
         torch.onnx.export(captured.module, args, str(path), input_names=list(captured.inputs),
                           output_names=list(captured.outputs), opset_version=OPSET, dynamo=True,
                           optimize=True, external_data=big, verbose=False)

@@ -31,12 +31,15 @@ class PlanGraph:
             for binding in block.bindings:
                 self._binding(binding, relax)
         result = body.body
+        bound = [names for v, names in self._tuples if v.same_as(result)]
         outs = list(result.fields) if isinstance(result, relax.Tuple) else [result]
+        if bound:
+            outs = bound[0]
         if len(outs) != len(output_names):
             raise EdgegenError(f"main returns {len(outs)} tensors, the component names {len(output_names)} outputs")
         self.outputs = []
         for var, n in zip(outs, output_names):
-            self.outputs.append(self._ref(var, relax))
+            self.outputs.append(var if isinstance(var, str) else self._ref(var, relax))
             self.tensors[self.outputs[-1]]["output_name"] = n
         self.inputs = input_names
 
@@ -76,6 +79,8 @@ class PlanGraph:
             else:
                 outs = [self._add(var, fresh, {"storage": "arena"})]
             self.calls.append((value.args[0].name_hint, args + outs))
+        elif isinstance(value, relax.Tuple):        # a tuple built of tensors (several outputs): a name each
+            self._tuples.append((var, [self._ref(f, relax) for f in value.fields]))
         elif isinstance(value, relax.TupleGetItem):
             fields = [outs for v, outs in self._tuples if v.same_as(value.tuple_value)]
             if not fields:

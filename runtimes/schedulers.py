@@ -1,8 +1,10 @@
 """Denoising schedulers in numpy, configured from a diffusers scheduler config.
 
 They reproduce diffusers' DDIMScheduler and EulerDiscreteScheduler (deterministic
-settings), LCMScheduler, EulerAncestralDiscreteScheduler and DPMSolverMultistepScheduler
-(DPM-Solver++ 2M, with or without Karras sigmas) so that an artifact runs without torch.
+settings), LCMScheduler, EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler
+(DPM-Solver++ 2M, with or without Karras sigmas) and FlowMatchEulerDiscreteScheduler (the
+rectified-flow sampler of SD3 and FLUX, with its static or resolution-dependent shift) so that
+an artifact runs without torch.
 Options they do not implement raise an error that names the option, instead of silently
 sampling differently.
 
@@ -22,7 +24,9 @@ import numpy as np
 from edgegen.core.errors import ModelError
 
 SUPPORTED = {"DDIMScheduler": "ddim", "EulerDiscreteScheduler": "euler", "LCMScheduler": "lcm",
-             "EulerAncestralDiscreteScheduler": "euler_a", "DPMSolverMultistepScheduler": "dpm"}
+             "EulerAncestralDiscreteScheduler": "euler_a", "DPMSolverMultistepScheduler": "dpm",
+             "FlowMatchEulerDiscreteScheduler": "flow"}
+FLOW_CLASS = "FlowMatchEulerDiscreteScheduler"
 
 # Options whose non-default values change the numbers and are not implemented here.
 _UNSUPPORTED_OPTIONS = {
@@ -446,6 +450,96 @@ class DPMSolverMultistep:
         return np.asarray(x, np.float32)
 
 
+def flow_shift_mu(config: dict, image_seq_len: int) -> float:
+    """The resolution-dependent shift exponent mu that SD3's and FLUX's pipelines pass to
+    set_timesteps: linear in the image's token count between (base_image_seq_len, base_shift) and
+    (max_image_seq_len, max_shift) of the scheduler config."""
+    base_len = int(config.get("base_image_seq_len", 256))
+    max_len = int(config.get("max_image_seq_len", 4096))
+    base_shift = float(config.get("base_shift", 0.5))
+    max_shift = float(config.get("max_shift", 1.15))
+    if max_len == base_len:
+        raise ModelError("scheduler config: max_image_seq_len must differ from base_image_seq_len "
+                         f"(both {base_len}); fix scheduler_config.json")
+    m = (max_shift - base_shift) / (max_len - base_len)
+    return image_seq_len * m + (base_shift - m * base_len)
+
+
+class FlowMatchEuler:
+    """FlowMatchEulerDiscreteScheduler: the model predicts the velocity (noise - x0) and each step
+    moves the sample along it from sigma to the next sigma. Sigmas are shifted towards the noisy end
+    by `shift`, or by exp(mu) from the image size (use_dynamic_shifting; pass image_seq_len)."""
+
+    needs_noise = False
+    init_noise_sigma = 1.0
+
+    def __init__(self, config: dict):
+        _check_options("FlowMatchEuler", config)
+        for key in ("invert_sigmas", "stochastic_sampling"):
+            if config.get(key):
+                raise ModelError(f"FlowMatchEuler scheduler option {key}={config[key]!r} is not implemented by "
+                                 f"edgegen's runtime (it supports {key}=False); change it in scheduler_config.json.")
+        self.time_shift_type = config.get("time_shift_type", "exponential")
+        if self.time_shift_type not in ("exponential", "linear"):
+            raise ModelError(f"FlowMatchEuler time_shift_type {self.time_shift_type!r} is not supported; "
+                             f"use exponential or linear.")
+        self.config = dict(config)
+        self.num_train_timesteps = int(config.get("num_train_timesteps", 1000))
+        if not 1 <= self.num_train_timesteps <= 100000:
+            raise ModelError("scheduler config: num_train_timesteps must be in 1..100000")
+        self.shift = float(config.get("shift", 1.0))
+        if not self.shift > 0:
+            raise ModelError("scheduler config: shift must be positive; fix scheduler_config.json")
+        self.dynamic = bool(config.get("use_dynamic_shifting", False))
+        self.shift_terminal = config.get("shift_terminal")
+        n = self.num_train_timesteps
+        train = np.linspace(1, n, n, dtype=np.float32)[::-1] / np.float32(n)
+        if not self.dynamic:
+            train = self._shifted(train)
+        self.sigma_max, self.sigma_min = float(train[0]), float(train[-1])
+        self.timesteps = np.zeros(0, np.float32)
+        self.sigmas = np.zeros(1, np.float32)
+
+    def _shifted(self, sigmas: np.ndarray) -> np.ndarray:
+        return self.shift * sigmas / (1 + (self.shift - 1) * sigmas)
+
+    def set_timesteps(self, steps: int, image_seq_len: int | None = None) -> None:
+        n = self.num_train_timesteps
+        if steps < 1 or steps > n:
+            raise ValueError(f"num_inference_steps must be in 1..{n}, got {steps}")
+        sigmas = np.linspace(self.sigma_max * n, self.sigma_min * n, steps) / n
+        if self.dynamic:
+            if image_seq_len is None:
+                raise ValueError("this flow-matching scheduler shifts by the image size (use_dynamic_shifting): "
+                                 "pass set_timesteps(steps, image_seq_len=)")
+            mu = flow_shift_mu(self.config, image_seq_len)
+            scale = math.exp(mu) if self.time_shift_type == "exponential" else mu
+            sigmas = scale / (scale + (1 / sigmas - 1))
+        else:
+            sigmas = self._shifted(sigmas)
+        if self.shift_terminal:
+            one_minus = 1 - sigmas
+            if one_minus[-1] == 0:   # diffusers divides by it and returns NaN sigmas
+                raise ValueError(f"shift_terminal stretches the schedule from its last sigma, which is 1 at "
+                                 f"{steps} step(s); run at least 2 steps")
+            sigmas = 1 - one_minus / (one_minus[-1] / (1 - float(self.shift_terminal)))
+        sigmas = sigmas.astype(np.float32)
+        self.timesteps = sigmas * np.float32(n)
+        self.sigmas = np.concatenate([sigmas, np.zeros(1, np.float32)])
+
+    def scale_model_input(self, sample: np.ndarray, index: int) -> np.ndarray:
+        return np.asarray(sample, np.float32)
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
+        """x0 moved to sigma of step `index` along the straight path to the noise (diffusers' scale_noise)."""
+        sigma = self.sigmas[index]
+        return (sigma * noise + (np.float32(1.0) - sigma) * x0).astype(np.float32)
+
+    def step(self, model_output: np.ndarray, index: int, sample: np.ndarray, noise=None) -> np.ndarray:
+        dt = self.sigmas[index + 1] - self.sigmas[index]
+        return (np.asarray(sample, np.float32) + dt * model_output).astype(np.float32)
+
+
 def _sigma_to_t(sigmas: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:
     """Fractional training timesteps of `sigmas`, interpolating log-sigma between its neighbours."""
     log_sigma = np.log(np.maximum(sigmas, 1e-10))
@@ -457,7 +551,20 @@ def _sigma_to_t(sigmas: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:
 
 
 SCHEDULERS = {"ddim": DDIM, "euler": EulerDiscrete, "lcm": LCM, "euler_a": EulerAncestral,
-              "dpm": DPMSolverMultistep}
+              "dpm": DPMSolverMultistep, "flow": FlowMatchEuler}
+
+
+def _check_family(config: dict, override: str) -> None:
+    """A flow-matching model predicts a velocity and a DDPM one noise (or x0, v): a sampler of the
+    other family would run without error and return noise, so the override is refused."""
+    flow_model = config.get("_class_name") == FLOW_CLASS
+    if flow_model and override != "flow":
+        raise ValueError(f"scheduler {override!r} samples noise-prediction models, and this model was trained for "
+                         f"flow matching ({FLOW_CLASS}); use 'flow'")
+    if override == "flow" and not flow_model:
+        raise ValueError(f"scheduler 'flow' samples flow-matching models, and this config's "
+                         f"{config.get('_class_name')!r} is a noise-prediction model's; use one of "
+                         f"['ddim', 'dpm', 'euler', 'euler_a', 'lcm']")
 
 
 def make_scheduler(config: dict, override: str | None = None):
@@ -465,6 +572,7 @@ def make_scheduler(config: dict, override: str | None = None):
     if override is not None:
         if override not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {override!r}; choose one of {sorted(SCHEDULERS)}")
+        _check_family(config, override)
         return SCHEDULERS[override](config)
     cls = config.get("_class_name")
     if cls not in SUPPORTED:

@@ -81,3 +81,20 @@ def test_no_negative_prompt_gives_zero_embeddings_as_diffusers(sdxl_dir, sdxl_ar
     want = ref("a cat", num_inference_steps=3, guidance_scale=4.0, latents=torch.from_numpy(latents), height=32,
                width=32, output_type="latent").images.numpy()
     assert psnr(want, ours) >= IMAGE_PSNR_DB
+
+
+@pytest.mark.onnx
+def test_sdxl_on_onnx_matches_diffusers_on_a_quiet_console(sdxl_dir, tmp_path):
+    """Each SDXL component through torch.onnx (no optimum layout for SDXL): the exporter's own notes
+    (torchvision ops it skips, deprecated tree specs) stay off the console."""
+    from edgegen.console import is_edgegen_line
+
+    art = tmp_path / "onnx"
+    proc = edgegen_cli("build", sdxl_dir, "--target", "onnx", "--out", art)
+    assert proc.returncode == 0, proc.stderr
+    lines = (proc.stderr + proc.stdout).splitlines()
+    assert [line for line in lines if line.strip() and not is_edgegen_line(line)] == []
+    report = edgegen.validate(art, sdxl_dir, prompt="a red fox in the snow", num_inference_steps=3,
+                              guidance_scale=5.0, seed=1)
+    assert min(report.components.values()) >= COMPONENT_PSNR_DB, report.to_json()
+    assert report.image_psnr_db >= IMAGE_PSNR_DB, report.to_json()

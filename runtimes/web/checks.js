@@ -29,6 +29,7 @@ function short(text) {
 function isObject(v) { return v !== null && typeof v === "object" && !Array.isArray(v); }
 
 function typeOk(type, v) {
+  if (Array.isArray(type)) return type.some((t) => typeOk(t, v));
   switch (type) {
     case "object": return isObject(v);
     case "array": return Array.isArray(v);

@@ -136,3 +136,31 @@ def test_load_module_refuses_a_pipeline_artifact(digits_artifact):
 
     with pytest.raises(ArtifactError, match="not a module artifact"):
         edgegen.runtimes.load_module(digits_artifact)
+
+
+@pytest.mark.opencl
+def test_two_outputs_run_on_a_gpu_plan(tmp_path):
+    """A module with two outputs (SDXL's second text encoder: hidden states and a projection) ends its
+    graph in a tuple bound to a variable; the GPU plan names both of its tensors as outputs."""
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Linear(8, 8)
+            self.proj = torch.nn.Linear(8, 4, bias=False)
+
+        def forward(self, x):
+            h = torch.nn.functional.gelu(self.body(x))
+            return {"hidden": h, "pooled": self.proj(h[:, 0])}
+
+    torch.manual_seed(0)
+    module = Encoder().eval()
+    inputs = {"x": np.random.default_rng(0).standard_normal((1, 3, 8)).astype(np.float32)}
+    edgegen.build_module(module, inputs, tmp_path / "art", target="adreno")
+    with edgegen.runtimes.load_module(tmp_path / "art") as run:
+        got = run(**inputs)
+    want = _torch_outputs(module, **inputs)
+    assert list(got) == ["hidden", "pooled"]
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], atol=2e-3 * np.abs(want[name]).max())

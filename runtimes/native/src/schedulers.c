@@ -9,7 +9,7 @@
 #include "json.h"
 #include "util.h"
 
-enum { KIND_DDIM, KIND_EULER, KIND_LCM, KIND_EULER_A, KIND_DPM };
+enum { KIND_DDIM, KIND_EULER, KIND_LCM, KIND_EULER_A, KIND_DPM, KIND_FLOW };
 enum { PRED_EPSILON, PRED_SAMPLE, PRED_V };
 enum { SPACING_DEFAULT, SPACING_LINSPACE, SPACING_LEADING, SPACING_TRAILING, SPACING_OTHER };
 
@@ -37,13 +37,17 @@ struct eg_scheduler {
     /* DPM-Solver */
     int dpm_plus, dpm_order, dpm_heun, dpm_karras, dpm_final_zero, dpm_lower_order_final, dpm_euler_at_final;
     int beta_cosine;        /* squaredcos_cap_v2: Karras timesteps stay unrounded */
+    /* flow matching */
+    double shift, sigma_max, sigma_min, shift_terminal, base_len, max_len, base_shift, max_shift;
+    int dynamic_shift, linear_time_shift;
+    long image_seq_len;     /* 0 until eg_scheduler_set_image_seq_len */
     float *history;         /* the previous step's converted model output [history_n] */
     float *work;
     size_t history_n;
     int has_history;
 };
 
-static const char *const KIND_NAMES[] = {"DDIM", "Euler", "LCM", "Euler", "DPM-Solver"};
+static const char *const KIND_NAMES[] = {"DDIM", "Euler", "LCM", "Euler", "DPM-Solver", "FlowMatchEuler"};
 
 /* Python's repr of a JSON value (close enough for messages; integral floats print as integers). */
 static void repr(const eg_json *v, char *buf, size_t len)
@@ -284,10 +288,81 @@ static int dpm_options(const eg_json *cfg, eg_scheduler *s, char *err, size_t er
     return 0;
 }
 
+/* FlowMatchEulerDiscrete's options, checked in runtimes/schedulers.py's order and words; the train schedule's
+   first and last sigma (float32, shifted unless the shift is dynamic). */
+static int flow_options(const eg_json *cfg, eg_scheduler *s, char *err, size_t errlen)
+{
+    static const char *const flags[] = {"invert_sigmas", "stochastic_sampling"};
+    char r[64] = "";
+    for (int i = 0; i < 2; i++) {
+        const eg_json *v = eg_json_get(cfg, flags[i]);
+        if (v && truthy(v)) {
+            repr(v, r, sizeof r);
+            return eg_fail(err, errlen, EG_ERR_ARTIFACT, "FlowMatchEuler scheduler option %s=%s is not implemented "
+                           "by edgegen's runtime (it supports %s=False); change it in scheduler_config.json.",
+                           flags[i], r, flags[i]), -1;
+        }
+    }
+    const char *shift_type = string_opt(cfg, "time_shift_type", "exponential", r, sizeof r);
+    if (!shift_type || (strcmp(shift_type, "exponential") && strcmp(shift_type, "linear")))
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "FlowMatchEuler time_shift_type %s is not supported; use "
+                       "exponential or linear.", r), -1;
+    s->linear_time_shift = !strcmp(shift_type, "linear");
+    double n_train, base_len, max_len, base_shift, max_shift, terminal = 0;
+    if (number_opt(cfg, "num_train_timesteps", 1000, &n_train, err, errlen) ||
+        number_opt(cfg, "shift", 1.0, &s->shift, err, errlen) ||
+        number_opt(cfg, "base_image_seq_len", 256, &base_len, err, errlen) ||
+        number_opt(cfg, "max_image_seq_len", 4096, &max_len, err, errlen) ||
+        number_opt(cfg, "base_shift", 0.5, &base_shift, err, errlen) ||
+        number_opt(cfg, "max_shift", 1.15, &max_shift, err, errlen))
+        return -1;
+    const eg_json *t = eg_json_get(cfg, "shift_terminal");
+    if (t && t->type != EG_JSON_NULL && number_opt(cfg, "shift_terminal", 0, &terminal, err, errlen))
+        return -1;
+    n_train = trunc(n_train);
+    if (!(n_train >= 1 && n_train <= MAX_TRAIN_TIMESTEPS))
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler config: num_train_timesteps must be in 1..%d",
+                       MAX_TRAIN_TIMESTEPS), -1;
+    if (!(s->shift > 0))
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler config: shift must be positive; fix "
+                       "scheduler_config.json"), -1;
+    s->n_train = (int)n_train;
+    s->shift_terminal = terminal;
+    s->dynamic_shift = bool_opt(cfg, "use_dynamic_shifting", 0);
+    s->base_len = trunc(base_len);
+    s->max_len = trunc(max_len);
+    s->base_shift = base_shift;
+    s->max_shift = max_shift;
+    float first = 1.0f, last = 1.0f / (float)s->n_train;
+    if (!s->dynamic_shift) {
+        float sh = (float)s->shift, sh1 = (float)(s->shift - 1.0);
+        first = sh * first / (1.0f + sh1 * first);
+        last = sh * last / (1.0f + sh1 * last);
+    }
+    s->sigma_max = first;
+    s->sigma_min = last;
+    s->sigmas = calloc(1, sizeof *s->sigmas);
+    if (!s->sigmas)
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler: out of memory"), -1;
+    return 0;
+}
+
 static int open_from(const eg_json *cfg, int kind, eg_scheduler **out, char *err, size_t errlen)
 {
     if (check_options(KIND_NAMES[kind], cfg, kind == KIND_DPM, err, errlen))
         return -1;
+    if (kind == KIND_FLOW) {
+        eg_scheduler *f = calloc(1, sizeof *f);
+        if (!f)
+            return eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler: out of memory"), -1;
+        f->kind = KIND_FLOW;
+        if (flow_options(cfg, f, err, errlen)) {
+            eg_scheduler_free(f);
+            return -1;
+        }
+        *out = f;
+        return 0;
+    }
     double n_train, offset, clip_range;
     if (number_opt(cfg, "num_train_timesteps", 1000, &n_train, err, errlen) ||
         number_opt(cfg, "steps_offset", 0, &offset, err, errlen) ||
@@ -388,8 +463,33 @@ static const struct { const char *id, *class_name; int kind; } KINDS[] = {
     {"lcm", "LCMScheduler", KIND_LCM},
     {"euler_a", "EulerAncestralDiscreteScheduler", KIND_EULER_A},
     {"dpm", "DPMSolverMultistepScheduler", KIND_DPM},
+    {"flow", "FlowMatchEulerDiscreteScheduler", KIND_FLOW},
 };
 #define N_KINDS ((int)(sizeof KINDS / sizeof KINDS[0]))
+
+/* A flow-matching model predicts a velocity, a DDPM one noise (or x0, v): an override across the two families would
+   run and return noise, so it is refused (runtimes/schedulers.py's _check_family). */
+static int check_family(const eg_json *cfg, int kind, char *err, size_t errlen)
+{
+    const eg_json *cls = eg_json_get(cfg, "_class_name");
+    int flow_model = cls && cls->type == EG_JSON_STRING && !strcmp(cls->string, "FlowMatchEulerDiscreteScheduler");
+    if (flow_model && kind != KIND_FLOW) {
+        const char *id = "";
+        for (int k = 0; k < N_KINDS; k++)
+            if (KINDS[k].kind == kind)
+                id = KINDS[k].id;
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler '%s' samples noise-prediction models, and this model "
+                       "was trained for flow matching (FlowMatchEulerDiscreteScheduler); use 'flow'", id), -1;
+    }
+    if (kind == KIND_FLOW && !flow_model) {
+        char r[64] = "None";
+        if (cls)
+            repr(cls, r, sizeof r);
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler 'flow' samples flow-matching models, and this config's "
+                       "%s is a noise-prediction model's; use one of ['ddim', 'dpm', 'euler', 'euler_a', 'lcm']", r), -1;
+    }
+    return 0;
+}
 
 int eg_scheduler_open(const char *config_json, size_t len, const char *override, eg_scheduler **out, char *err,
                       size_t errlen)
@@ -406,7 +506,8 @@ int eg_scheduler_open(const char *config_json, size_t len, const char *override,
                 kind = KINDS[k].kind;
         if (kind < 0) {
             (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
-                          "unknown scheduler '%.40s'; choose one of ['ddim', 'dpm', 'euler', 'euler_a', 'lcm']",
+                          "unknown scheduler '%.40s'; choose one of ['ddim', 'dpm', 'euler', 'euler_a', 'flow', "
+                          "'lcm']",
                           override);
             return -1;
         }
@@ -435,15 +536,25 @@ int eg_scheduler_open(const char *config_json, size_t len, const char *override,
             (void)eg_fail(err, errlen, EG_ERR_ARTIFACT,
                     "scheduler %s is not implemented by edgegen's runtime; it implements ['DDIMScheduler', "
                     "'DPMSolverMultistepScheduler', 'EulerAncestralDiscreteScheduler', 'EulerDiscreteScheduler', "
-                    "'LCMScheduler']. Pass scheduler='ddim' or 'euler' (CLI: --scheduler) to use one of "
+                    "'FlowMatchEulerDiscreteScheduler', 'LCMScheduler']. Pass scheduler='ddim' or 'euler' (CLI: --scheduler) to use one of "
                     "them with this config.", r);
             eg_json_free(cfg);
             return -1;
         }
     }
+    if (override && check_family(cfg, kind, err, errlen)) {
+        eg_json_free(cfg);
+        return -1;
+    }
     int rc = open_from(cfg, kind, out, err, errlen);
     eg_json_free(cfg);
     return rc;
+}
+
+void eg_scheduler_set_image_seq_len(eg_scheduler *s, long image_seq_len)
+{
+    if (s)
+        s->image_seq_len = image_seq_len;
 }
 
 /* np.arange(start, 0, step) for a negative float step, as numpy fills it: start + i * (start + step - start). */
@@ -570,6 +681,58 @@ static int dpm_timesteps(eg_scheduler *s, int steps, char *err, size_t errlen)
     return install(s, t, sigmas, count, err, errlen);
 }
 
+/* Flow matching's spacing: linspace between the train schedule's ends, shifted (by `shift`, or by exp(mu) of the
+   image's token count), optionally stretched to end at shift_terminal; in float64, then float32 as diffusers. */
+static int flow_timesteps(eg_scheduler *s, int steps, char *err, size_t errlen)
+{
+    int n = s->n_train;
+    double scale = 0;
+    if (s->dynamic_shift) {
+        if (s->image_seq_len <= 0)
+            return eg_fail(err, errlen, EG_ERR_ARTIFACT, "this flow-matching scheduler shifts by the image size "
+                           "(use_dynamic_shifting): pass set_timesteps(steps, image_seq_len=)"), -1;
+        if (s->base_len == s->max_len)
+            return eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler config: max_image_seq_len must differ from "
+                           "base_image_seq_len (both %.0f); fix scheduler_config.json", s->base_len), -1;
+        /* runtimes/schedulers.py's flow_shift_mu: the pipelines' line through (base, base_shift), (max, max_shift) */
+        double m = (s->max_shift - s->base_shift) / (s->max_len - s->base_len);
+        double mu = (double)s->image_seq_len * m + (s->base_shift - m * s->base_len);
+        scale = s->linear_time_shift ? mu : exp(mu);
+    }
+    double *v = malloc(sizeof *v * steps);
+    if (!v)
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler: out of memory"), -1;
+    for (int i = 0; i < steps; i++) {
+        double x = linspace_at(s->sigma_max * n, s->sigma_min * n, steps, i) / n;
+        v[i] = s->dynamic_shift ? scale / (scale + (1 / x - 1)) : s->shift * x / (1 + (s->shift - 1) * x);
+    }
+    if (s->shift_terminal != 0) {
+        double last = 1 - v[steps - 1];
+        if (last == 0) {
+            free(v);
+            return eg_fail(err, errlen, EG_ERR_ARTIFACT, "shift_terminal stretches the schedule from its last "
+                           "sigma, which is 1 at %d step(s); run at least 2 steps", steps), -1;
+        }
+        double factor = last / (1 - s->shift_terminal);
+        for (int i = 0; i < steps; i++)
+            v[i] = 1 - (1 - v[i]) / factor;
+    }
+    float *t = malloc(sizeof *t * steps), *sigmas = malloc(sizeof *sigmas * (steps + 1));
+    for (int i = 0; t && sigmas && i < steps; i++) {
+        sigmas[i] = (float)v[i];
+        t[i] = sigmas[i] * (float)n;
+    }
+    if (sigmas)
+        sigmas[steps] = 0.0f;
+    free(v);
+    if (!t || !sigmas) {
+        free(t);
+        free(sigmas);
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "scheduler: out of memory"), -1;
+    }
+    return install(s, t, sigmas, steps, err, errlen);
+}
+
 int eg_scheduler_set_timesteps(eg_scheduler *s, int steps, char *err, size_t errlen)
 {
     int n = s->n_train;
@@ -581,6 +744,8 @@ int eg_scheduler_set_timesteps(eg_scheduler *s, int steps, char *err, size_t err
         return lcm_timesteps(s, steps, err, errlen);
     if (s->kind == KIND_DPM)
         return dpm_timesteps(s, steps, err, errlen);
+    if (s->kind == KIND_FLOW)
+        return flow_timesteps(s, steps, err, errlen);
     int spacing = s->spacing;
     if (spacing == SPACING_DEFAULT)
         spacing = s->kind == KIND_DDIM ? SPACING_LEADING : SPACING_LINSPACE;
@@ -660,7 +825,7 @@ float eg_scheduler_sigma(const eg_scheduler *s, int index)
 
 float eg_scheduler_init_noise_sigma(const eg_scheduler *s)
 {
-    if (s->kind == KIND_DDIM || s->kind == KIND_LCM || s->kind == KIND_DPM)
+    if (s->kind == KIND_DDIM || s->kind == KIND_LCM || s->kind == KIND_DPM || s->kind == KIND_FLOW)
         return 1.0f;
     float top = s->sigmas[0];
     for (int i = 1; i <= s->count; i++)
@@ -854,6 +1019,12 @@ int eg_scheduler_step(eg_scheduler *s, const float *model_output, int index, con
     case KIND_EULER: euler_step(s, model_output, index, sample, out, n); return 0;
     case KIND_LCM: lcm_step(s, model_output, index, sample, noise, out, n); return 0;
     case KIND_EULER_A: euler_a_step(s, model_output, index, sample, noise, out, n); return 0;
+    case KIND_FLOW: {
+        float dt = s->sigmas[index + 1] - s->sigmas[index];
+        for (size_t i = 0; i < n; i++)
+            out[i] = sample[i] + dt * model_output[i];
+        return 0;
+    }
     default: return dpm_step(s, model_output, index, sample, out, n);
     }
 }

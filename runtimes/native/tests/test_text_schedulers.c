@@ -1,4 +1,4 @@
-/* test_text_schedulers CONFIG.json OVERRIDE|- STEPS N IN.bin OUT.bin
+/* test_text_schedulers CONFIG.json OVERRIDE|- STEPS N IN.bin OUT.bin [IMAGE_SEQ_LEN]
    IN.bin: float32 triples (sample[N], model_output[N], noise[N]), one per step (noise only where the scheduler
    takes it).
    OUT.bin: float32 count, init_noise_sigma, timesteps[count], sigmas[count + 1],
@@ -34,8 +34,8 @@ static char *slurp(const char *path, size_t *len)
 
 int main(int argc, char **argv)
 {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s CONFIG.json OVERRIDE|- STEPS N IN.bin OUT.bin\n", argv[0]);
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: %s CONFIG.json OVERRIDE|- STEPS N IN.bin OUT.bin [IMAGE_SEQ_LEN]\n", argv[0]);
         return 2;
     }
     char err[512] = "";
@@ -50,8 +50,10 @@ int main(int argc, char **argv)
     int steps = atoi(argv[3]);
     size_t n = (size_t)atol(argv[4]);
     eg_scheduler *s = NULL;
-    if (eg_scheduler_open(json, len, override, &s, err, sizeof err) ||
-        eg_scheduler_set_timesteps(s, steps, err, sizeof err)) {
+    int opened = !eg_scheduler_open(json, len, override, &s, err, sizeof err);
+    if (opened && argc == 8)
+        eg_scheduler_set_image_seq_len(s, atol(argv[7]));
+    if (!opened || eg_scheduler_set_timesteps(s, steps, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         eg_scheduler_free(s);
         free(json);

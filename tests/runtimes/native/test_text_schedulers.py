@@ -18,12 +18,13 @@ def program(native_program):
     return native_program("test_text_schedulers")
 
 
-def run_c(program, tmp_path, config, override, steps, triples):
+def run_c(program, tmp_path, config, override, steps, triples, image_seq_len=None):
     """triples [steps, 3, N]: sample, model output and the step's noise (used where the scheduler takes it)."""
     cfg, inp, out = tmp_path / "config.json", tmp_path / "in.bin", tmp_path / "out.bin"
     cfg.write_text(json.dumps(config))
     triples.astype(np.float32).tofile(inp)
-    proc = subprocess.run([str(program), str(cfg), override or "-", str(steps), str(N), str(inp), str(out)],
+    extra = [] if image_seq_len is None else [str(image_seq_len)]
+    proc = subprocess.run([str(program), str(cfg), override or "-", str(steps), str(N), str(inp), str(out), *extra],
                           capture_output=True, text=True)
     assert proc.returncode in (0, 1), proc.stderr
     if proc.returncode:
@@ -68,22 +69,47 @@ VARIANTS = [
      "prediction_type": "v_prediction"},
 ]
 GRID = [(dict(s, **v), steps) for (s, v), steps in zip(itertools.product(SCHEDULES, VARIANTS), itertools.cycle([1, 3, 7, 25, 50]))]
+# flow matching reads no beta schedule
+GRID += [({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}, 7),
+         ({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 1.7, "shift_terminal": 0.05,
+           "num_train_timesteps": 700}, 25),
+         ({"_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": True}, 4),
+         ({"_class_name": "FlowMatchEulerDiscreteScheduler"}, 1)]
 
 
 @pytest.mark.parametrize("config,steps", GRID)
-@pytest.mark.parametrize("override", [None, "ddim", "euler", "lcm", "euler_a", "dpm"])
+@pytest.mark.parametrize("override", [None, "ddim", "euler", "lcm", "euler_a", "dpm", "flow"])
 def test_matches_numpy(program, tmp_path, config, steps, override):
+    check_against_numpy(program, tmp_path, config, steps, override)
+
+
+@pytest.mark.parametrize("config", [
+    {"use_dynamic_shifting": True},
+    {"use_dynamic_shifting": True, "time_shift_type": "linear", "base_shift": 0.3, "max_shift": 2.0},
+    {"use_dynamic_shifting": True, "max_image_seq_len": 1024, "shift_terminal": 0.1},
+])
+@pytest.mark.parametrize("steps,image_seq_len", [(1, 64), (4, 1024), (28, 4096)])
+def test_flow_shift_by_image_size_matches_numpy(program, tmp_path, config, steps, image_seq_len):
+    config = dict(config, _class_name="FlowMatchEulerDiscreteScheduler")
+    check_against_numpy(program, tmp_path, config, steps, None, image_seq_len)
+
+
+def check_against_numpy(program, tmp_path, config, steps, override, image_seq_len=None):
     try:
         ref = make_scheduler(config, override)
-        ref.set_timesteps(steps)
+        if image_seq_len is None:
+            ref.set_timesteps(steps)
+        else:
+            ref.set_timesteps(steps, image_seq_len=image_seq_len)
     except (ModelError, ValueError) as e:   # an option this scheduler lacks: the C runtime says the same
-        assert run_c(program, tmp_path, config, override, steps, np.zeros((0, 3, N), np.float32)) == str(e)
+        got = run_c(program, tmp_path, config, override, steps, np.zeros((0, 3, N), np.float32), image_seq_len)
+        assert got == str(e)
         return
     count = len(ref.timesteps)
     rng = np.random.default_rng(steps)
     triples = rng.standard_normal((count, 3, N), dtype=np.float32)
     triples[:, 0] *= np.float32(ref.init_noise_sigma)
-    got = run_c(program, tmp_path, config, override, steps, triples)
+    got = run_c(program, tmp_path, config, override, steps, triples, image_seq_len)
     assert not isinstance(got, str), got
     c_count, init_sigma, timesteps, sigmas, outs = got
     assert c_count == count
@@ -126,6 +152,19 @@ BAD = [
     ({"_class_name": "LCMScheduler", "original_inference_steps": 8}, None, 9),
     ({"_class_name": "LCMScheduler", "original_inference_steps": 2000}, None, 4),
     ({"_class_name": "LCMScheduler", "thresholding": True}, None, 4),
+    ({"_class_name": "FlowMatchEulerDiscreteScheduler", "invert_sigmas": True}, None, 4),
+    ({"_class_name": "FlowMatchEulerDiscreteScheduler", "stochastic_sampling": 1}, None, 4),
+    ({"_class_name": "FlowMatchEulerDiscreteScheduler", "time_shift_type": "cubic"}, None, 4),
+    ({"_class_name": "FlowMatchEulerDiscreteScheduler", "time_shift_type": 3}, None, 4),
+    ({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": -1}, None, 4),
+    ({"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 0}, None, 4),
+    ({"_class_name": "FlowMatchEulerDiscreteScheduler", "use_karras_sigmas": True}, None, 4),
+    ({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift_terminal": 0.1}, None, 1),
+    ({"_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": True,
+      "base_image_seq_len": 512, "max_image_seq_len": 512}, None, 4),
+    ({"_class_name": "FlowMatchEulerDiscreteScheduler"}, "lcm", 4),
+    ({"_class_name": "EulerDiscreteScheduler"}, "flow", 4),
+    ({}, "flow", 4),
 ]
 
 

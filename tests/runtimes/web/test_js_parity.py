@@ -15,7 +15,7 @@ import pytest
 
 from edgegen.core.errors import ArtifactError
 from edgegen.core.launch_plan import check_plan
-from edgegen.core.manifest_check import SCHEMA_DIR, check_manifest
+from edgegen.core.manifest_check import SCHEMA_DIR, check_manifest, check_schema
 from edgegen.runtimes.noise import normal
 from edgegen.runtimes.schedulers import make_scheduler
 
@@ -48,6 +48,7 @@ function run(c) {
     return {timesteps: Array.from(s.timesteps), sigma: s.initNoiseSigma, x: Array.from(x),
             scaled: Array.from(s.scaleModelInput(normal(5n, 8), 0))};
   }
+  if (c.kind === "scheduler_config") { schemas[c.kind].check(c.document, c.kind); return "ok"; }
   (c.kind === "manifest" ? checkManifest : checkPlan)(c.document, schemas, c.kind);
   return "ok";
 }
@@ -211,6 +212,27 @@ def test_checks_reject_what_python_rejects():
             assert js.startswith("ArtifactError: ") and "rebuild the artifact" in js, js
     assert got[0] == "ok" and got[1] == "ok"
     assert sum(r != "ok" for r in got) == len(MANIFEST_EDITS) + len(PLAN_EDITS)
+
+
+
+FLOW = {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0, "shift_terminal": None,
+        "use_dynamic_shifting": False, "base_image_seq_len": 256}
+SCHEDULER_EDITS = [("shift_terminal", 0.02), ("shift_terminal", "x"), ("shift_terminal", 1.5), ("shift", 0),
+                   ("use_dynamic_shifting", 1), ("base_image_seq_len", 2.5), ("_class_name", None)]
+
+
+def test_scheduler_config_checks_equal_python():
+    """The declared scheduler_config schema (a type list among its keywords) means the same in both."""
+    documents = [FLOW] + [_edit(FLOW, path, value) for path, value in SCHEDULER_EDITS]
+    got = _node([{"kind": "scheduler_config", "document": d} for d in documents])
+    for document, js in zip(documents, got):
+        try:
+            check_schema(document, "scheduler_config", "scheduler_config")
+            python = "ok"
+        except ArtifactError:
+            python = "rejected"
+        assert (js == "ok") == (python == "ok"), (document, js)
+    assert got[:2] == ["ok", "ok"] and got.count("ok") == 2
 
 
 PROMPTS = [
