@@ -8,7 +8,7 @@ reader; views share their source's bytes). The sum at the worst op is the compon
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,8 +29,7 @@ class GraphMemory:
     weight_bytes: dict[str, int]     # weight name -> stored bytes (as the build's scheme will store it)
     live: list[int]                  # activation bytes alive at each op
     crossing: list[int]              # bytes crossing the boundary after each op
-    modules: list[str]               # the op's module path, two levels under the wrapper ("down_blocks.1")
-    values: dict = field(default_factory=dict)   # internals for the split (defs, last uses, roots)
+    modules: list[str]               # the op's module path down to its numbered block ("down_blocks.1")
 
     @property
     def total_weight_bytes(self) -> int:
@@ -129,8 +128,7 @@ def analyse(gm, scheme=None) -> GraphMemory:
         for i in range(max(d, 0), min(stop, end)):
             crossing[i] += size[v]      # made at or before op i, read after it
     weights = [{a.target for a in n.all_input_nodes if a.op == "get_attr"} for n in ops]
-    return GraphMemory(ops, weights, weight_bytes, live, crossing, [_module_path(n) for n in ops],
-                       {"root": root, "define": define, "last": last})
+    return GraphMemory(ops, weights, weight_bytes, live, crossing, [_module_path(n) for n in ops])
 
 
 def best_cuts(mem: GraphMemory, budget: int) -> list[int] | None:
@@ -188,7 +186,7 @@ def split(cap: Captured, gm, mem: GraphMemory, cuts: list[int], name: str) -> li
         local: dict = {}
         inputs: list = []
 
-        def value(node, graph=graph, local=local, inputs=inputs, a=a):
+        def value(node, graph=graph, local=local, inputs=inputs):
             if node in local:
                 return local[node]
             if node.op == "get_attr":
@@ -205,7 +203,9 @@ def split(cap: Captured, gm, mem: GraphMemory, cuts: list[int], name: str) -> li
         made = [op for op in ops if op in finals or any(u in later for u in op.users)]
         for op in made:
             names.setdefault(op, op.name)
-        outs = [op for op in finals if op in local] if k == len(bounds) - 2 else made
+        if k == len(bounds) - 2 and not all(f in local for f in finals):
+            raise ValueError(f"{name}: an output is made before the last cut; cut later in the graph.")
+        outs = finals if k == len(bounds) - 2 else made
         graph.output(tuple(local[o] for o in outs))
         module = fx.GraphModule(gm, graph).eval()
         chunk_inputs = {key: env[key] for key in inputs}
@@ -213,12 +213,12 @@ def split(cap: Captured, gm, mem: GraphMemory, cuts: list[int], name: str) -> li
             result = module(*(torch.from_numpy(np.ascontiguousarray(v)) for v in chunk_inputs.values()))
         env.update({names[o]: r.detach().numpy() for o, r in zip(outs, result)})
         chunks.append((f"{name}_chunk{k + 1}",
-                       Captured(cap.family, _Tupled(module, len(outs)), chunk_inputs, [names[o] for o in outs],
+                       Captured(cap.family, _chunk_module(module, len(outs)), chunk_inputs, [names[o] for o in outs],
                                 {key: cap.ranges[key] for key in inputs if key in cap.ranges})))
     return chunks
 
 
-def _Tupled(module, count: int):
+def _chunk_module(module, count: int):
     """A chunk with one output returns it alone, as the components' wrappers do (the TVM import unwraps a
     one-tuple; the build's reference run expects a tensor)."""
     import torch
