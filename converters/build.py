@@ -19,23 +19,22 @@ from pathlib import Path
 import numpy as np
 
 from edgegen.core.artifact import ArtifactWriter, Component, sha256_tree
-from edgegen.core.errors import BackendUnavailableError, ModelError, ParityError
+from edgegen.core.errors import ModelError, ParityError
+from edgegen.core.memory import parse_size
 from edgegen.core.metrics import psnr
 from edgegen.core.quant import QUANT_FLOOR_DB
 from edgegen.core.quant import parse as parse_scheme
 from edgegen.core.specs import TensorSpec
 from edgegen.core.targets import GPU_BACKENDS, get_target
 
-from . import capture, dit, lower, quantize, sd, sdxl, source
+from . import capture, dit, lower, memory_plan, sd, sdxl, source
+from .emitters import EmitContext, calibrated, emitter
 
 # A compiled component must reproduce its torch module at least this well (fp32 build).
 COMPONENT_PSNR_DB = 40.0
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 # mixed:<dB> aims this far above its target on the calibration runs: other prompts and seeds vary
 MIXED_MARGIN_DB = 1.5
-# mixed:<dB> measures each layer's sensitivity with the component compiled for the build machine's CPU,
-# so a GPU build searches without a GPU
-MIXED_SEARCH_TARGET = {"kind": "llvm"}
 FAMILIES = {cls: family for family in (sd, sdxl, dit) for cls in family.PIPELINE_CLASSES}
 
 
@@ -47,11 +46,13 @@ class BuildReport:
     bytes: int
     components: dict = field(default_factory=dict)   # name -> {psnr_db, bytes}
     stages: list = field(default_factory=list)        # (stage, seconds)
+    memory_plan: dict | None = None                   # mode, budget_bytes, peak_bytes, chunks
 
     def to_json(self) -> dict:
         return {"artifact": self.artifact, "target": self.target, "seconds": round(self.seconds, 2),
                 "bytes": self.bytes, "components": self.components,
-                "stages": [{"stage": s, "seconds": round(t, 2)} for s, t in self.stages]}
+                "stages": [{"stage": s, "seconds": round(t, 2)} for s, t in self.stages],
+                **({"memory_plan": self.memory_plan} if self.memory_plan else {})}
 
 
 class _Stages:
@@ -86,128 +87,12 @@ def toolchain_versions() -> dict:
     return versions
 
 
-def _write_component(writer, executable, weights, lib_rel, weights_rel) -> None:
-    from edgegen.core import safetensors_io
-
-    executable.export_library(str(writer.path(lib_rel)))
-    safetensors_io.save(weights, writer.path(weights_rel))
-
-
-def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict, stages: _Stages, scheme,
-              calibration: list | None, end: tuple | None):
-    """Compile with TVM, quantized with `scheme` when given (packed weights decoded in-kernel);
-    `end`: (end_output, end target dB) for mixed:<dB>. Returns (files, weight specs, info, outputs
-    on the example inputs)."""
-    exported = stages.run(f"{name}: capture (torch.export)", capture.export, cap)
-    lowered = stages.run(f"{name}: import to TVM Relax", lower.to_relax, exported, len(cap.inputs),
-                         f"component {name!r}")
-    fp32_elements = sum(int(np.prod(s.shape)) for s in lowered.weight_specs)
-    quant = None
-    if scheme is not None:
-        stats = None
-        if calibrated(scheme):
-            from . import layer_stats
-
-            stats = stages.run(f"{name}: layer input statistics ({len(calibration or [cap.inputs])} calibration "
-                               f"inputs)", layer_stats.collect, cap.module, lowered.sources,
-                               calibration or [cap.inputs])
-        lowered, quant = stages.run(f"{name}: quantize {scheme.name} (packed weights)", quantize.apply, lowered,
-                                    scheme, tvm_target, calibration, stages.log, *(end or (None, None)), stats)
-    layouts: list = []
-    reported = {layer["weight"] for layer in (quant or {}).get("layers", [])}   # stored as the report names them
-    lowered = stages.run(f"{name}: weight layouts for the CPU kernels", lower.cpu_weight_layouts, lowered, layouts,
-                         reported)
-    kernels: list = []
-    executable = stages.run(f"{name}: compile for {target.name}", lower.compile_module, lowered.module,
-                            tvm_target, kernels)
-    files = {"library": f"{name}/model.so", "weights": f"{name}/weights.safetensors"}
-    stages.run(f"{name}: write library and weights", _write_component, writer, executable,
-               lowered.weights, files["library"], files["weights"])
-    actual = stages.run(f"{name}: parity check", lower.run_library, writer.path(files["library"]),
-                        list(cap.inputs.values()), [lowered.weights[s.name] for s in lowered.weight_specs])
-    info = {"schedule_rules": lower.SCHEDULE_RULES.get(tvm_target["kind"], []), "num_weights": fp32_elements,
-            "kernels": kernels, "weight_layouts": layouts, **({"quant": quant} if quant else {})}
-    return files, lowered.weight_specs, info, actual
-
-
-def calibrated(scheme) -> bool:
-    """Whether `scheme` chooses its stored values from calibration (the layers' input statistics)."""
-    return scheme.method != "rtn" and scheme.kind in ("linear", "palette", "ternary", "mixed") \
-        and not scheme.activations
-
-
 def _end_output(end_output, component: str):
     """end_output for one component, named by the captured wrapper's parameters ("inner.<name>")."""
     def run(replaced, quick=False):
         return end_output(component, None if replaced is None
                           else {n.removeprefix("inner."): w for n, w in replaced.items()}, quick)
     return run
-
-
-def _emit_gpu(writer, name: str, cap: capture.Captured, target, tvm_target: dict, stages: _Stages, scheme,
-              calibration: list | None, end: tuple | None, execute: bool = True, precision: str = "fp32"):
-    """Kernel sources and a launch plan for a GPU target, with the weights `scheme` names packed and
-    decoded inside the kernels that read them (mixed:<dB> searched on the CPU); the build runs them
-    on this machine's OpenCL or WebGPU device where there is one (PoCL, lavapipe) for the parity
-    gate. Returns (files, weight specs, info, outputs on the example inputs or None where nothing
-    can run them)."""
-    from edgegen.core.launch_plan import LANGUAGES
-
-    from . import gpu
-
-    exported = stages.run(f"{name}: capture (torch.export)", capture.export, cap)
-    lowered = stages.run(f"{name}: import to TVM Relax", lower.to_relax, exported, len(cap.inputs),
-                         f"component {name!r}")
-    choices, quant = None, None
-    if scheme is not None:
-        layers, choices, quant = stages.run(f"{name}: choose the weights to pack ({scheme.name})", quantize.choose,
-                                            lowered, scheme, MIXED_SEARCH_TARGET, calibration, stages.log,
-                                            *(end or (None, None)))
-        if scheme.kind != "mixed":    # lookup tables too: the gather decodes the rows it reads
-            tables = quantize.embedding_layers(lowered)
-            layers += tables
-            choices.update({lay.weight: scheme for lay in tables if lay.keep is None})
-    built = stages.run(f"{name}: compile kernels for {target.name} + launch plan", gpu.lower_to_plan, lowered,
-                       list(cap.inputs), cap.outputs, tvm_target, gpu.limits_of(target.profile), target.backend,
-                       quant=choices, precision=precision, roofline=target.profile.roofline,
-                       fp16_arithmetic=target.profile.fp16_arithmetic)
-    gpu.check_memory(built.plan, target.profile, f"component {name!r}")
-    files = gpu.write_files(built, writer.tmp, name, target.backend)
-    plan = built.plan
-    elements = sum(int(np.prod(s.shape)) for s in lowered.weight_specs)
-    stored = {**built.weights, **built.constants}
-    info = {"language": LANGUAGES[target.backend], "programs": len(plan["programs"]), "launches": len(plan["launches"]),
-            "arena_bytes": plan["arena_bytes"], "arena_bytes_without_reuse": plan["arena_bytes_without_reuse"],
-            "weight_bytes": int(sum(a.nbytes for a in stored.values())),
-            "bits_per_weight": round(8 * sum(a.nbytes for a in built.weights.values()) / max(elements, 1), 3),
-            "precision": gpu.precision_record(precision, scheme.name if scheme is not None else None,
-                                              target.profile, plan, target.backend),
-            "edgegen_kernels": gpu.edgegen_kernels(plan), "attention": built.attention,
-            "convolutions": built.convolutions, "feed_forward": built.feed_forward, "compile_guard": built.guard,
-            "num_weights": elements, "kernels": built.kernels}
-    if quant is not None:
-        sizes = {lay.weight: lay.elements for lay in layers}
-        report = {w: {**e, "bits_per_weight": round(8 * e["bytes"] / sizes[w], 3)} for w, e in built.quant.items()}
-        info["quant"] = quantize.summarize(quant, layers, lowered.weight_specs, built.weights, report,
-                                           "norms and biases (not matmul, conv or lookup-table weights), and the "
-                                           "layers marked fp32")
-    from edgegen import runtimes
-
-    try:
-        runtimes.get_backend(target.backend)
-        if not execute:
-            raise BackendUnavailableError("the build was asked not to execute them (execute=False)")
-    except BackendUnavailableError as exc:     # no such device here: the kernels are guarded, not executed
-        info["parity_scope"] = f"kernels generated and guarded, not executed: {exc}"
-        return files, gpu.weight_specs(built), info, None
-    session = stages.run(f"{name}: load on this machine's {target.backend} device", gpu.open_session, built,
-                         writer.tmp, files, name, target.backend, cap.inputs, cap.family)
-    try:
-        result = stages.run(f"{name}: parity check", session.run, **cap.inputs)
-    finally:
-        session.close()
-    info["parity_device"] = getattr(session, "device_name", target.backend)
-    return files, gpu.weight_specs(built), info, [result[o] for o in cap.outputs]
 
 
 def _optimum_exports(family, plan) -> bool:
@@ -217,86 +102,6 @@ def _optimum_exports(family, plan) -> bool:
     vae = plan.pipeline.get("vae", {})
     return bool(getattr(family, "OPTIMUM_TASK", None)) and vae.get("class", "AutoencoderKL") == "AutoencoderKL" \
         and "source" not in vae
-
-
-def _same_interface(model, cap: capture.Captured) -> bool:
-    """Whether an exported ONNX file takes the component's inputs and gives its outputs (among others:
-    optimum's text encoder adds the pooled output), by name."""
-    from . import onnx_export
-
-    sess = onnx_export.session(model)
-    return ({i.name for i in sess.get_inputs()} == set(cap.inputs)
-            and set(cap.outputs) <= {o.name for o in sess.get_outputs()})
-
-
-def _emit_onnx(writer, name: str, cap: capture.Captured, stages: _Stages, scheme, calibration: list | None):
-    """Export to ONNX (unless optimum already wrote the component), quantize if asked;
-    returns (files, weight specs, info, outputs on the example inputs)."""
-    from edgegen.runtimes.onnxruntime import adapt_feed
-
-    from . import onnx_export
-
-    model = writer.path(f"{name}/model.onnx")
-    if model.is_file() and not _same_interface(model, cap):    # optimum's VAE encoder gives other outputs
-        for f in model.parent.iterdir():
-            f.unlink()
-    info = {"opset": onnx_export.OPSET, "exporter": "optimum" if model.is_file() else "torch.onnx"}
-    if not model.is_file():
-        stages.run(f"{name}: export ONNX (torch.onnx)", onnx_export.export, cap, model)
-    if scheme is not None:
-        # activation scales (w8a8) come from real runs of the pipeline; weight-only schemes need none
-        feeds = None
-        if scheme.activations:
-            sess = onnx_export.session(model)
-            feeds = [adapt_feed(sess, inputs) for inputs in (calibration or [cap.inputs])]
-        info["quant"] = stages.run(f"{name}: quantize {scheme.name} (onnxruntime)", onnx_export.quantize, model,
-                                   scheme, feeds)
-    sess = onnx_export.session(model)
-    actual = stages.run(f"{name}: parity check", sess.run, list(cap.outputs), adapt_feed(sess, cap.inputs))
-    files = {"model": f"{name}/model.onnx"}
-    files.update({f"external_data_{i}": f"{name}/{n}" for i, n in enumerate(onnx_export.external_data_files(model))})
-    return files, [], info, actual
-
-
-def _emit_coreml(writer, name: str, cap: capture.Captured, stages: _Stages, scheme, options: dict):
-    """Convert to a Core ML package with the Swift package's names; returns (files, weight specs,
-    info, outputs to check, the module those outputs must match)."""
-    from . import coreml_export as cm
-
-    swift = cm.swift_component(name, cap)
-    swift_name = cm.SWIFT_NAMES.get(name, name)
-    info = {"swift_name": swift_name, "minimum_ios": options["minimum_ios"], "attention": "original"}
-    if options["attention"] == "split-einsum":
-        swift, rewritten = cm.with_split_einsum(swift)
-        info.update(attention="split-einsum", attention_layers_rewritten=rewritten)
-    model = stages.run(f"{name}: convert to Core ML (coremltools)", cm.convert, swift, options["minimum_ios"])
-    elements = cm.float_weight_elements(model)
-    if scheme is not None:
-        model, applied, reason = stages.run(f"{name}: compress {scheme.name} (coremltools)", cm.compress, model,
-                                            scheme, options["minimum_ios"])
-        info["quant"] = {"scheme": scheme.name, "applied": applied, "fallback_reason": reason}
-    folder = writer.path(options["folder"])
-    package = folder / f"{swift_name}.mlpackage"
-    stages.run(f"{name}: write {package.name}", model.save, str(package))
-    nbytes = cm.weight_bytes(package)
-    info["weight_bytes"] = nbytes
-    if "quant" in info:
-        info["quant"]["bits_per_weight"] = round(8 * nbytes / max(elements, 1), 3)
-    packages = [package]
-    if name == "unet" and options["chunk_mb"] is not None and nbytes > options["chunk_mb"] * 1e6:
-        packages = [folder / f"{swift_name}Chunk1.mlpackage", folder / f"{swift_name}Chunk2.mlpackage"]
-        stages.run(f"{name}: bisect into two chunks", cm.bisect, package, *packages)
-        info["chunks"] = [{"package": p.name, "weight_bytes": cm.weight_bytes(p)} for p in packages]
-    files = {}
-    for i, p in enumerate(packages):
-        files.update({(f"chunk{i + 1}_{k}" if len(packages) > 1 else k): v
-                      for k, v in cm.package_files(p, writer.tmp).items()})
-    # Core ML predictions need macOS: here the converted graph's torch side is what is checked.
-    actual = list(capture.run_torch(swift).values())
-    info["parity_scope"] = ("torch module with the Swift package's inputs/outputs"
-                            + (" and split-einsum attention" if info["attention"] == "split-einsum" else "")
-                            + " vs the original component; Core ML predictions need macOS")
-    return files, [], info, actual, swift
 
 
 def _parity_outputs(name: str, cap: capture.Captured, swift: capture.Captured | None, reference: dict,
@@ -310,18 +115,10 @@ def _parity_outputs(name: str, cap: capture.Captured, swift: capture.Captured | 
 
 def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, target, tvm_target: dict,
                      stages: _Stages, parity_db: float, scheme, options: dict, calibration: list | None) -> dict:
-    swift = None
-    if target.backend == "onnxruntime":
-        files, weight_specs, info, actual = _emit_onnx(writer, name, cap, stages, scheme, calibration)
-    elif target.backend == "coreml":
-        files, weight_specs, info, actual, swift = _emit_coreml(writer, name, cap, stages, scheme, options)
-    elif target.backend in GPU_BACKENDS:
-        files, weight_specs, info, actual = _emit_gpu(writer, name, cap, target, tvm_target, stages, scheme,
-                                                      calibration, options.get("end", {}).get(name),
-                                                      options["execute"], options["precision"])
-    else:
-        files, weight_specs, info, actual = _emit_tvm(writer, name, cap, target, tvm_target, stages, scheme,
-                                                      calibration, options.get("end", {}).get(name))
+    ctx = EmitContext(writer, target, tvm_target, stages, scheme, options)
+    emitted = emitter(target.backend)(ctx, name, cap, calibration)
+    files, weight_specs, info, actual, swift = (emitted.files, emitted.weight_specs, emitted.info, emitted.actual,
+                                                emitted.shown)
     reference = capture.run_torch(cap)
     measured = None     # kernels for a device this machine lacks (Metal) are not executed here
     if actual is None:
@@ -341,7 +138,16 @@ def _build_component(writer: ArtifactWriter, name: str, cap: capture.Captured, t
         outputs=[TensorSpec.of(n, a) for n, a in zip(shown.outputs, actual)],
         weights=weight_specs,
         info={"parity_psnr_db": measured, "parity_threshold_db": gate, **info}))
-    return {"psnr_db": measured, **{k: info[k] for k in ("quant", "parity_scope") if k in info}}
+    return {"psnr_db": measured, **{k: info[k] for k in ("quant", "parity_scope") if k in info},
+            "weight_bytes": _weight_bytes(writer, files, info), "arena_bytes": info.get("arena_bytes")}
+
+
+def _weight_bytes(writer: ArtifactWriter, files: dict, info: dict) -> int:
+    """Bytes of the weights a runtime holds for the component: a GPU plan's stored weights, else its
+    weights file (the library beside it is mapped code, not counted)."""
+    if "weight_bytes" in info:
+        return int(info["weight_bytes"])
+    return sum(writer.path(rel).stat().st_size for key, rel in files.items() if key.startswith("weights"))
 
 
 def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: int | None = None,
@@ -349,7 +155,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
           parity_db: float = COMPONENT_PSNR_DB, quant: str | None = None, attention: str = "original",
           minimum_ios: int = 16, chunk_mb: float | None = 1000.0, execute: bool = True,
           precision: str | None = None, guidance: str | None = None, img2img: bool = False,
-          vae: str | Path | None = None) -> BuildReport:
+          vae: str | Path | None = None, memory_budget: str | int | None = None) -> BuildReport:
     """Build a diffusers pipeline folder into an artifact at `out`.
 
     quant: a scheme of edgegen.core.quant (onnx and coreml targets map it onto their tools).
@@ -364,7 +170,11 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     guidance: text-to-image families: "cfg" or "none" (batch-1 UNet for distilled models); None takes
     the folder's default (see converters/sd.py guidance_mode). img2img: text-to-image families also
     build the VAE encoder, for image-to-image runs. vae: a folder with an AutoencoderTiny (TAESD) or
-    AutoencoderKL, built in place of the pipeline's own VAE."""
+    AutoencoderKL, built in place of the pipeline's own VAE.
+    memory_budget: cpu and GPU targets: the bytes a run may hold ("600MB", "1.5GB", or an int; default:
+    the device profile's budget); the build plans which components are resident in each phase and
+    cuts a component that alone exceeds it into chunks, and fails before compiling when no plan fits
+    (converters/memory_plan.py)."""
     t_start = time.perf_counter()
     tgt = get_target(target)
     scheme = parse_scheme(quant) if quant else None
@@ -377,6 +187,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
                          f"stores float16 weights there).")
     if precision not in (None, "fp16", "fp32"):
         raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+    budget = _budget(tgt, memory_budget)
     if attention not in ("original", "split-einsum"):
         raise ValueError(f"attention must be 'original' or 'split-einsum', got {attention!r}")
     if tgt.backend == "coreml":
@@ -422,9 +233,20 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
             # each component's share of the final output's error budget: together they meet the target
             share = scheme.target_db + MIXED_MARGIN_DB + 10 * math.log10(len(plan.components))
             options["end"] = {name: (_end_output(plan.end_output, name), share) for name in plan.components}
+        memory, units = None, dict(plan.components)
+        if budget is not None:
+            memory, units = _plan_memory(plan.components, scheme, budget, stages,
+                                         "--memory-budget" if memory_budget is not None else
+                                         f"the {tgt.profile.name} device profile")
+            options["winograd"] = memory["mode"] == "resident"
+            calibration = memory_plan.chunk_calibration(units, calibration)
         components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db, scheme, options,
                                              calibration.get(name))
-                      for name, cap in plan.components.items()}
+                      for name, cap in units.items()}
+        if memory is not None:
+            memory = memory_plan.restate(memory, {name: (c["weight_bytes"], c["arena_bytes"])
+                                                  for name, c in components.items()})
+            memory_plan.check_built(memory)
         with open(writer.path(SCHEDULER_CONFIG), "w") as f:
             json.dump(plan.scheduler_config, f, indent=1)
         pipeline = {**plan.pipeline, "scheduler_config": SCHEDULER_CONFIG, **plan.write_extra(writer)}
@@ -440,11 +262,49 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
                     **({"coreml": {k: options[k] for k in ("attention", "minimum_ios", "chunk_mb")}}
                        if tgt.backend == "coreml" else {})},
             toolchain=toolchain_versions(),
+            **({"memory_plan": memory} if memory is not None else {}),
         )
     size = sum(p.stat().st_size for p in Path(dest).rglob("*") if p.is_file())
     manifest = json.loads((Path(dest) / "manifest.json").read_text())
     for name in components:
         components[name]["bytes"] = sum(manifest["files"][rel]["bytes"]
                                         for rel in manifest["components"][name]["files"].values())
+        components[name].pop("arena_bytes")
     return BuildReport(artifact=str(dest), target=tgt.name, seconds=time.perf_counter() - t_start,
-                       bytes=size, components=components, stages=stages.done)
+                       bytes=size, components=components, stages=stages.done,
+                       memory_plan=_plan_summary(memory))
+
+
+def _budget(tgt, memory_budget) -> int | None:
+    """The build's memory budget in bytes: the one asked for, else the device profile's; None for the
+    targets whose runtimes manage their own memory (onnx, coreml)."""
+    if tgt.backend != "tvm_vm" and tgt.backend not in GPU_BACKENDS:
+        if memory_budget is not None:
+            raise ValueError(f"--memory-budget applies to the cpu and GPU targets; {tgt.name}'s runtime "
+                             f"({tgt.backend}) plans its own memory (coreml chunks with --chunk-mb).")
+        return None
+    return parse_size(memory_budget) if memory_budget is not None else tgt.profile.memory_budget_bytes
+
+
+def _plan_memory(components: dict, scheme, budget: int, stages: _Stages, source: str) -> tuple[dict, dict]:
+    """The memory plan for `budget` (BudgetError before anything compiles when none fits), and the
+    components to build: the plan's chunks in place of a component it cuts."""
+    measured = stages.run("memory plan: activations and weights of the exported graphs", memory_plan.measure,
+                          components, scheme)
+    plan, cuts = memory_plan.make(measured, budget, source)
+    units = {}
+    for name, cap in components.items():
+        if name in cuts:
+            units.update(stages.run(f"{name}: cut into {len(cuts[name]) + 1} chunks", memory_plan.chunked, name,
+                                    cap, cuts[name], scheme))
+        else:
+            units[name] = cap
+    return plan, units
+
+
+def _plan_summary(memory: dict | None) -> dict | None:
+    """The build summary's view of the plan: mode, budget, planned peak, chunks."""
+    if memory is None:
+        return None
+    return {"mode": memory["mode"], "budget_bytes": memory["budget_bytes"], "peak_bytes": memory["peak_bytes"],
+            "chunks": {n: c["chunks"] for n, c in memory["components"].items() if c.get("chunks")}}

@@ -311,19 +311,23 @@ def run_library(library_path, inputs: list[np.ndarray], weights: list[np.ndarray
     return [o.numpy() for o in outs]
 
 
-def cpu_weight_layouts(lowered: Lowered, decisions: list | None = None, keep=frozenset()) -> Lowered:
+def cpu_weight_layouts(lowered: Lowered, decisions: list | None = None, keep=frozenset(),
+                       winograd: bool = True) -> Lowered:
     """The CPU kernels' weight transforms, made once at build time: linear weights stored
     transposed as the GEMM reads them (kernels/weight_layout.py), 3x3 convolutions' weights
     Winograd-transformed (kernels/cpu_winograd.py). `decisions` receives one entry per layer, with
     its reason. Packed (quantized) weights are not float32 and keep their layout and kernel;
-    `keep` names float32 weights to leave as they are (the layers a quantization report names)."""
+    `keep` names float32 weights to leave as they are (the layers a quantization report names);
+    winograd=False keeps 3x3 convolutions' weights as they are (a Winograd-transformed weight holds
+    16/9 to 4 times the bytes: a memory plan that loads per phase or cuts chunks does without it)."""
     import_tvm_compiler()
     from edgegen.kernels import weight_layout, cpu_winograd
 
     weights, specs = dict(lowered.weights), list(lowered.weight_specs)
     found: list = []
     module = weight_layout.rewrite(lowered.module, weights, specs, found, set(keep))
-    module = cpu_winograd.rewrite(module, weights, specs, found, set(keep))
+    if winograd:
+        module = cpu_winograd.rewrite(module, weights, specs, found, set(keep))
     if decisions is not None:
         decisions.extend(found)
     sources = {n: s for n, s in lowered.sources.items() if n in weights}

@@ -35,6 +35,7 @@ class BenchReport:
     image_s: float | None = None                      # end to end, per image
     peak_rss_bytes: int | None = None
     memory_note: str = ""
+    planned_peak_bytes: int | None = None             # the artifact's memory plan (its model's bytes, no runtime)
     errors: list = field(default_factory=list)
     total_s: float = 0.0
     remote: dict | None = None                        # ssh/adb: architecture, binary, remote paths, copy
@@ -54,6 +55,7 @@ class BenchReport:
         return {"artifact": self.artifact, "device": self.device, "runs": self.runs, "warmup": self.warmup,
                 "steps": self.steps, "threads": self.threads, "cold_start_s": self.cold_start_s, "components": comps,
                 "image_s": self.image_s, "peak_rss_bytes": self.peak_rss_bytes, "memory_note": self.memory_note,
+                "planned_peak_bytes": self.planned_peak_bytes,
                 "errors": self.errors, "total_s": round(self.total_s, 3), "ok": not self.failed,
                 **({"remote": self.remote} if self.remote else {})}
 
@@ -81,8 +83,13 @@ def bench(artifact: str, device: str = "local", runs: int = 10, warmup: int = 2,
     from edgegen.core import Artifact
 
     art = Artifact.open(artifact)
+    plan = art.manifest.get("memory_plan") or {}
+    chunks = {c for entry in plan.get("components", {}).values() for c in entry.get("chunks", [])}
+    names = [n for n in art.components if n not in chunks] + [n for n in plan.get("components", {})
+                                                              if n not in art.components]
     report = BenchReport(artifact=str(art.root), device=device, runs=runs, warmup=warmup, steps=steps,
-                         components={n: {"ms": [], "errors": []} for n in art.components})
+                         components={n: {"ms": [], "errors": []} for n in names},
+                         planned_peak_bytes=plan.get("peak_bytes"))
     config = {"artifact": str(art.root), "device": device, "runs": runs, "warmup": warmup, "steps": steps,
               "session_timeout_s": total_timeout_s, "threads": threads}
     if native_binary:
@@ -205,6 +212,13 @@ def example_inputs(component) -> dict[str, np.ndarray]:
     return out
 
 
+def _release(session) -> None:
+    """Free a component a phased memory plan loads for its phase (runtimes/memory_plan.LazySession)."""
+    release = getattr(session, "release", None)
+    if release is not None:
+        release()
+
+
 def _worker(config: dict) -> int:
     import resource
 
@@ -227,6 +241,7 @@ def _worker(config: dict) -> int:
             t = time.perf_counter()
             session.run(**feeds[name])
             first_call[name] = time.perf_counter() - t
+            _release(session)       # a phased plan holds one phase's components at a time
         _emit(event="cold_start", seconds=round(time.perf_counter() - t0, 4),
               threads=runtimes.threads_used(pipe.sessions.values()), expect_s=round(max(first_call.values()), 3))
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the parent writes the report
@@ -245,6 +260,7 @@ def _worker(config: dict) -> int:
             except Exception as exc:  # noqa: BLE001
                 _emit(event="run", component=name, error=f"{type(exc).__name__}: {str(exc)[:300]}")
         call_s[name] = float(np.median(times)) if times else first_call[name]
+        _release(session)
     try:
         kind = pipe.artifact.pipeline["kind"]
         per_image = 1 if kind == "stable-diffusion" else pipe.batch

@@ -10,6 +10,7 @@ import sys
 import time
 
 from edgegen.console import line
+from edgegen.core.memory import format_size
 from edgegen.cli_trust import add_parsers, add_trusted_key, check_trusted
 
 
@@ -29,7 +30,8 @@ def cmd_build(args) -> int:
                    quant=args.quant, attention=args.attention, minimum_ios=args.min_ios,
                    chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb, precision=args.precision,
                    **({"guidance": args.guidance} if args.guidance else {}),
-                   **({"img2img": True} if args.img2img else {}), **({"vae": args.vae} if args.vae else {}))
+                   **({"img2img": True} if args.img2img else {}), **({"vae": args.vae} if args.vae else {}),
+                   **({"memory_budget": args.memory_budget} if args.memory_budget else {}))
     result = _quant_final_check(args, report) if args.quant and args.final_check else None
     if args.sign:
         from edgegen.core.signing import sign
@@ -51,6 +53,11 @@ def cmd_build(args) -> int:
             if q and q.get("fallback_reason"):
                 arrow = f" -> {q['applied']}" if q["applied"] != q["scheme"] else ""
                 print(line("built_fallback", blank="", scheme=q["scheme"] + arrow, reason=q["fallback_reason"]))
+        if report.memory_plan:
+            mp = report.memory_plan
+            print(line("built_memory", mode=mp["mode"], peak=format_size(mp["peak_bytes"]),
+                       budget=format_size(mp["budget_bytes"]),
+                       chunks="".join(f", {n} in {len(c)} chunks" for n, c in mp["chunks"].items())))
         scopes = {i["parity_scope"] for i in report.components.values() if "parity_scope" in i}
         if report.target == "coreml" and scopes:
             print(line("built_note", note="Core ML predictions need macOS: the check ran the converted modules' "
@@ -170,10 +177,26 @@ def cmd_inspect(args) -> int:
             for s in specs:
                 print(f"      {kind} {s.name:24s} {s.dtype:8s} {list(s.shape)}")
         _print_gpu_info(comp.info)
+    _print_memory_plan(m.get("memory_plan"))
     print(f"files      ({art.total_bytes() / 1e6:.2f} MB, checksums verified)")
     for rel, info in m["files"].items():
         print(f"  {rel:40s} {info['bytes']:>12,d}  sha256 {info['sha256'][:16]}…")
     return 0
+
+
+def _print_memory_plan(plan: dict | None) -> None:
+    """The memory plan: per phase the resident weights, the arena and the peak; every cut with its reason."""
+    if not plan:
+        return
+    print(f"memory     {plan['mode']} plan, peak {format_size(plan['peak_bytes'])} for a budget of "
+          f"{format_size(plan['budget_bytes'])}")
+    for row in plan["phases"]:
+        print(f"  {row['phase']:13s} {', '.join(row['components']):28s} weights {format_size(row['weight_bytes']):>9s}"
+              f" + arena {format_size(row['arena_bytes']):>9s} = {format_size(row['peak_bytes']):>9s}")
+    for name, entry in plan["components"].items():
+        for cut in entry.get("cuts", []):
+            print(f"  cut {name} after {cut['after_module']} ({format_size(cut['crossing_bytes'])} cross): "
+                  f"{cut['reason']}")
 
 
 def _print_gpu_info(info: dict) -> None:
@@ -274,7 +297,9 @@ def cmd_bench(args) -> int:
                   + f", {r.get('copied_bytes', 0) / 1e6:.1f} MB copied in {r.get('copy_s', 0):.1f} s")
         print(f"device {report.device}" + (f", {report.threads} threads" if report.threads else "") + ": cold start "
               f"{_fmt(report.cold_start_s, 's')}, {report.steps} steps {_fmt(report.image_s, 's')} per image, peak RSS "
-              + (f"{report.peak_rss_bytes / 1e6:.0f} MB" if report.peak_rss_bytes else f"n/a ({report.memory_note})"))
+              + (f"{report.peak_rss_bytes / 1e6:.0f} MB" if report.peak_rss_bytes else f"n/a ({report.memory_note})")
+              + (f" (planned peak {report.planned_peak_bytes / 1e6:.2f} MB: the model's weights and arena, without "
+                 f"the runtime itself)" if report.planned_peak_bytes else ""))
         print(f"  {'component':14s} {'median ms':>10s} {'min':>9s} {'max':>9s} {'IQR':>8s}  runs ok / errors")
         for name, c in data["components"].items():
             print(f"  {name:14s} {_fmt(c.get('median_ms')):>10s} {_fmt(c.get('min_ms')):>9s} "
@@ -399,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "folder as the decoder, in place of the pipeline's own VAE")
     b.add_argument("--img2img", action="store_true", help="text-to-image: also build the VAE encoder, for "
                                                           "`edgegen run --image`")
+    b.add_argument("--memory-budget", metavar="SIZE",
+                   help="cpu and GPU targets: the memory a run may hold, e.g. 600MB, 1.5GB (default: the device "
+                        "profile's); components are loaded per phase or cut into chunks to fit it")
     b.add_argument("--attention", choices=["original", "split-einsum"], default="original",
                    help="coreml: attention layout (split-einsum suits the Apple Neural Engine)")
     b.add_argument("--min-ios", type=int, choices=[16, 17, 18], default=16, help="coreml: minimum iOS version")

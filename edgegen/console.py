@@ -20,6 +20,7 @@ LINES = {
     "built": "built {artifact} for {target} in {seconds:.1f}s, {mb:.2f} MB",
     "built_component": "  {name:14s} {mb:8.2f} MB  {measured}{quant}",
     "built_fallback": "  {blank:14s} {scheme}: {reason}",
+    "built_memory": "  memory plan: {mode}, planned peak {peak} for a budget of {budget}{chunks}",
     "built_note": "  ({note})",
     "built_final_check": "  final output vs {reference}, {steps:d} steps: {db:.2f} dB (gate {gate:.0f} dB)",
     "final_not_measured": "final output not measured: {reason}",

@@ -68,11 +68,11 @@ def load(path: str | Path, verify: bool = True, session_factory=None, threads: i
     `trusted_keys`: public keys (.pub paths, PEM or raw bytes); only an artifact signed by one of
     them is loaded, and its signature and every file's hash are checked before any library opens."""
     from .checks import prepare
+    from .memory_plan import sessions as planned_sessions
 
     artifact, pipeline = prepare(path, verify=verify, trusted_keys=trusted_keys)
     make = session_factory or (lambda art, name: load_component(art, name, threads))
-    sessions = {name: make(artifact, name) for name in artifact.components}
-    return pipeline(artifact, sessions)
+    return pipeline(artifact, planned_sessions(artifact, make))
 
 
 def load_module(path: str | Path, verify: bool = True, threads: int | None = None, trusted_keys: list | None = None):

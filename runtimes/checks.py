@@ -23,7 +23,16 @@ def pipelines() -> dict:
 def check_components(artifact: Artifact, needed: dict) -> None:
     """The components a pipeline calls are in the artifact, with the inputs and outputs it passes
     and reads (Core ML packages keep the Swift package's names and map them in their session)."""
+    from .memory_plan import chunk_io
+
     for name, (inputs, outputs) in needed.items():
+        chunked = chunk_io(artifact, name)
+        if chunked is not None:     # cut into chunks by the memory plan: the chunks together take and give them
+            if chunked != (set(inputs), set(outputs)):
+                raise ArtifactError(f"{artifact.root}: the chunks of {name!r} take {sorted(chunked[0])} and give "
+                                    f"{sorted(chunked[1])}; the pipeline passes {list(inputs)} and reads "
+                                    f"{list(outputs)}. Rebuild the artifact.")
+            continue
         if name not in artifact.components:
             raise ArtifactError(f"{artifact.root}: a {artifact.pipeline['kind']} pipeline needs component {name!r}, "
                                 f"the manifest has {sorted(artifact.components)}; rebuild the artifact.")

@@ -22,6 +22,7 @@ from edgegen.core.errors import InputError
 
 from .checks import check_components
 from .image import to_pil, to_uint8
+from .memory_plan import end_phase
 from .noise import normal, step_noise
 from .schedulers import make_scheduler, read_scheduler_config
 from .tokenizer import CLIPTokenizer
@@ -162,12 +163,14 @@ class StableDiffusionPipeline:
         timings = {}
         t0 = time.perf_counter()
         emb = self.encode_prompt(prompt, negative_prompt)
+        self.end_phase("encode")
         timings["text_encoder_s"] = time.perf_counter() - t0
         image_noise = None
         if image is not None:
             t0 = time.perf_counter()
             draws = self.image_noise(seed)
             latents, image_noise = self.encode_image(image, draws[0]), draws[1]
+            self.end_phase("encode_image")
             timings["vae_encoder_s"] = time.perf_counter() - t0
             num_run = num_inference_steps - img2img_start(num_inference_steps, strength)
         else:
@@ -176,12 +179,18 @@ class StableDiffusionPipeline:
         final = self.denoise(emb, latents.astype(np.float32), num_inference_steps, guidance_scale,
                              scheduler, step_reporter(num_run, callback, progress), seed=seed, strength=strength,
                              image_noise=image_noise)
+        self.end_phase("denoise")
         timings["denoise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         images = to_uint8(self.decode(final))
+        self.end_phase("decode")
         timings["vae_decoder_s"] = time.perf_counter() - t0
         return PipelineOutput(images=to_pil(images) if output_type == "pil" else images,
                               latents=final, timings=timings)
+
+    def end_phase(self, phase: str) -> None:
+        """Free the components of `phase` where the artifact's memory plan is phased (runtimes/memory_plan)."""
+        end_phase(self.artifact, self.sessions, phase)
 
     def close(self) -> None:
         for s in self.sessions.values():

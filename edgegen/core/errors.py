@@ -49,3 +49,11 @@ def require(module: str, extra: str):
             f"{module!r} is not installed; it is needed here. Install it with "
             f"`pip install 'edgegen[{extra}]'`."
         ) from exc
+
+
+class BudgetError(EdgegenError):
+    """No memory plan fits the budget; `smallest` is the least budget one fits (bytes)."""
+
+    def __init__(self, message: str, budget: int, smallest: int):
+        super().__init__(message)
+        self.budget, self.smallest = budget, smallest

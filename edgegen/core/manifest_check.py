@@ -146,6 +146,8 @@ def check_manifest(manifest, where: str) -> None:
         check_relpath(rel, f"{where}: {field}")
         if rel not in files:
             raise ArtifactError(f"{where}: {field} names {rel}, which the files section does not list; {REBUILD}.")
+    if "memory_plan" in manifest:
+        _check_memory_plan(manifest["memory_plan"], manifest["components"], f"{where}: memory_plan")
     if pipeline["kind"] == "class-conditional-dit":
         if pipeline["sample_shape"][0] != pipeline["batch"]:
             raise ArtifactError(f"{where}: pipeline/sample_shape {pipeline['sample_shape']} does not hold "
@@ -154,3 +156,25 @@ def check_manifest(manifest, where: str) -> None:
         if high:
             raise ArtifactError(f"{where}: pipeline/id2label names class {high[0]}, not below the null class "
                                 f"{pipeline['null_class']}; {REBUILD}.")
+
+
+def _check_memory_plan(plan: dict, components: dict, where: str) -> None:
+    """Every component a phase or a chunk list names is one the manifest has (or one cut into chunks
+    it has), each chunk is named once, and the planned peak is the largest phase's."""
+    planned = plan["components"]
+    chunks = [c for entry in planned.values() for c in entry.get("chunks", [])]
+    twice = sorted({c for c in chunks if chunks.count(c) > 1})
+    if twice:
+        raise ArtifactError(f"{where}: chunks {twice[:3]} are named twice; {REBUILD}.")
+    for name, entry in planned.items():
+        missing = [c for c in entry.get("chunks", []) if c not in components]
+        if missing or (not entry.get("chunks") and name not in components):
+            raise ArtifactError(f"{where}: component {name!r} names {missing[:3] or [name]}, which the manifest's "
+                                f"components section does not hold; {REBUILD}.")
+    for row in plan["phases"]:
+        unknown = [c for c in row["components"] if c not in planned]
+        if unknown:
+            raise ArtifactError(f"{where}: phase {row['phase']!r} runs {unknown[:3]}, which the plan's components "
+                                f"section does not hold; {REBUILD}.")
+    if plan["peak_bytes"] != max(row["peak_bytes"] for row in plan["phases"]):
+        raise ArtifactError(f"{where}: peak_bytes {plan['peak_bytes']} is not the largest phase's peak; {REBUILD}.")
