@@ -21,8 +21,9 @@ import numpy as np
 BLOCK_ROWS = 32       # query rows per thread's block: the output block (32 x dv floats) stays in L1
 ROW_TILE = 4          # score register tile: 4 rows x 16 keys = 8 ymm accumulators on AVX2
 COL_TILE = 16
-PV_ROWS = 2           # output register tile: 2 rows x dv (dv 40: 10 ymm accumulators)
-KEY_TILES = (64, 32, 16)    # keys per tile, the first that divides the key count
+PV_ROWS = 2           # output register tile: 2 rows x a chunk of dv of at most PV_COLS (10 ymm accumulators)
+PV_COLS = 40
+KEY_TILE = 64        # keys per tile; up to 2 tiles' worth of keys make one tile (cross-attention's 77: 80)
 LANES = 8
 EXP_FLOOR = -87.0     # exp below this is under float32's smallest normal: clamped, its value ~0
 KERNEL = "edgegen.flash_attention_cpu"
@@ -71,14 +72,15 @@ def _tir_exp(x):
     return p * tirx.reinterpret(f32, bits)
 
 
-def key_tile(length: int) -> int | None:
-    return next((t for t in KEY_TILES if length % t == 0), None)
+def key_tile(length: int) -> int:
+    """Keys per tile: KEY_TILE, or all the keys (rounded up to COL_TILE) when they are few. A
+    last tile past the keys reads zeros for kᵀ and the last row of v, and its scores past the
+    keys are float32's lowest, so their probabilities vanish."""
+    return KEY_TILE if length > 2 * KEY_TILE else -(-length // COL_TILE) * COL_TILE
 
 
 def unsupported(s: int, length: int, d: int, dv: int) -> str | None:
     """Why the kernel cannot take these shapes (None: it can)."""
-    if key_tile(length) is None:
-        return f"{length} keys: not a multiple of {KEY_TILES[-1]}"
     if s % ROW_TILE:
         return f"{s} queries: not a multiple of {ROW_TILE}"
     if dv % LANES:
@@ -89,6 +91,7 @@ def unsupported(s: int, length: int, d: int, dv: int) -> str | None:
 def flash_func(bh: int, s: int, length: int, d: int, dv: int, scale: float = 1.0):
     """The kernel for these shapes (check `unsupported` first). `scale` multiplies the scores,
     so the q·scale of torch's export needs no pass of its own."""
+    from tvm import tirx
     from tvm.script import tirx as T
 
     why = unsupported(s, length, d, dv)
@@ -97,8 +100,16 @@ def flash_func(bh: int, s: int, length: int, d: int, dv: int, scale: float = 1.0
     tile = key_tile(length)
     rows = next(r for r in (BLOCK_ROWS, 16, 8, ROW_TILE) if s % r == 0)
     blocks = s // rows
-    kv_tiles = length // tile
+    kv_tiles = -(-length // tile)
     neg = T.float32(-3.4028234663852886e38)
+    padded = kv_tiles * tile != length
+    chunk = max(c for c in range(LANES, PV_COLS + 1, LANES) if dv % c == 0)
+
+    def clamp(key):         # a key index past the last key reads the last (its probability is 0)
+        return tirx.min(key, length - 1) if padded else key
+
+    def within(key, value, past):
+        return tirx.if_then_else(key < length, value, past) if padded else value
 
     @T.prim_func(s_tir=True)
     def main(q: T.Buffer((bh, s, d), "float32"), kt: T.Buffer((bh, d, length), "float32"),
@@ -116,7 +127,7 @@ def flash_func(bh: int, s: int, length: int, d: int, dv: int, scale: float = 1.0
                 alpha = T.sblock_alloc_buffer((rows,), "float32", scope="local")
                 lane = T.sblock_alloc_buffer((LANES,), "float32", scope="local")
                 c = T.sblock_alloc_buffer((ROW_TILE, COL_TILE), "float32", scope="local")
-                c2 = T.sblock_alloc_buffer((PV_ROWS, dv), "float32", scope="local")
+                c2 = T.sblock_alloc_buffer((PV_ROWS, chunk), "float32", scope="local")
                 kp = T.sblock_alloc_buffer((d, tile), "float32", scope="local")
                 top = T.sblock_alloc_buffer((1,), "float32", scope="local")
                 b: T.let[T.int32] = vb // blocks
@@ -129,11 +140,13 @@ def flash_func(bh: int, s: int, length: int, d: int, dv: int, scale: float = 1.0
                 for kv in T.serial(kv_tiles):
                     for kk, jo in T.grid(d, tile // LANES):
                         for j in T.vectorized(LANES):
-                            kp[kk, jo * LANES + j] = kt[b, kk, kv * tile + jo * LANES + j]
+                            kp[kk, jo * LANES + j] = within(
+                                kv * tile + jo * LANES + j, kt[b, kk, clamp(kv * tile + jo * LANES + j)], T.float32(0))
                     for i0, j0 in T.grid(rows // ROW_TILE, tile // COL_TILE):
-                        for i, jo in T.grid(ROW_TILE, COL_TILE // LANES):
-                            for j in T.vectorized(LANES):
-                                c[i, jo * LANES + j] = T.float32(0)
+                        for i in T.unroll(ROW_TILE):
+                            for jo in T.unroll(COL_TILE // LANES):
+                                for j in T.vectorized(LANES):
+                                    c[i, jo * LANES + j] = T.float32(0)
                         for kk in T.serial(d):
                             for i in T.unroll(ROW_TILE):
                                 for jo in T.unroll(COL_TILE // LANES):
@@ -141,8 +154,11 @@ def flash_func(bh: int, s: int, length: int, d: int, dv: int, scale: float = 1.0
                                         c[i, jo * LANES + j] = c[i, jo * LANES + j] + q[b, r0 + i0 * ROW_TILE + i, kk] * kp[
                                             kk, j0 * COL_TILE + jo * LANES + j]
                         for i in T.unroll(ROW_TILE):
-                            for j in T.vectorized(COL_TILE):
-                                sc[i0 * ROW_TILE + i, j0 * COL_TILE + j] = c[i, j] * T.float32(scale)
+                            for jo in T.unroll(COL_TILE // LANES):
+                                for j in T.vectorized(LANES):
+                                    sc[i0 * ROW_TILE + i, j0 * COL_TILE + jo * LANES + j] = within(
+                                        kv * tile + j0 * COL_TILE + jo * LANES + j, c[i, jo * LANES + j] * T.float32(scale),
+                                        neg)
                     for i in T.serial(rows):
                         for j in T.vectorized(LANES):
                             lane[j] = sc[i, j]
@@ -167,19 +183,22 @@ def flash_func(bh: int, s: int, length: int, d: int, dv: int, scale: float = 1.0
                         run_sum[i] = run_sum[i] * alpha[i]
                         for j in T.unroll(LANES):
                             run_sum[i] = run_sum[i] + lane[j]
-                    for i0 in T.serial(rows // PV_ROWS):
-                        for i, jo in T.grid(PV_ROWS, dv // LANES):
-                            for j in T.vectorized(LANES):
-                                c2[i, jo * LANES + j] = acc[i0 * PV_ROWS + i, jo * LANES + j] * alpha[i0 * PV_ROWS + i]
+                    for i0, jc in T.grid(rows // PV_ROWS, dv // chunk):
+                        for i in T.unroll(PV_ROWS):
+                            for jo in T.unroll(chunk // LANES):
+                                for j in T.vectorized(LANES):
+                                    c2[i, jo * LANES + j] = acc[i0 * PV_ROWS + i, jc * chunk + jo * LANES + j] * alpha[
+                                        i0 * PV_ROWS + i]
                         for k in T.serial(tile):
                             for i in T.unroll(PV_ROWS):
-                                for jo in T.unroll(dv // LANES):
+                                for jo in T.unroll(chunk // LANES):
                                     for j in T.vectorized(LANES):
                                         c2[i, jo * LANES + j] = c2[i, jo * LANES + j] + sc[i0 * PV_ROWS + i, k] * v[
-                                            b, kv * tile + k, jo * LANES + j]
-                        for i, jo in T.grid(PV_ROWS, dv // LANES):
-                            for j in T.vectorized(LANES):
-                                acc[i0 * PV_ROWS + i, jo * LANES + j] = c2[i, jo * LANES + j]
+                                            b, clamp(kv * tile + k), jc * chunk + jo * LANES + j]
+                        for i in T.unroll(PV_ROWS):
+                            for jo in T.unroll(chunk // LANES):
+                                for j in T.vectorized(LANES):
+                                    acc[i0 * PV_ROWS + i, jc * chunk + jo * LANES + j] = c2[i, jo * LANES + j]
                 for i in T.serial(rows):
                     for j in T.vectorized(dv):
                         o[b, r0 + i, j] = acc[i, j] / run_sum[i]
