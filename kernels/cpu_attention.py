@@ -8,7 +8,7 @@ the keys a tile at a time:
 2. softmax on the tile, row by row: the running maximum and sum are updated and the scores are
    turned into exp(score - max) in place, with a polynomial exp that vectorizes (libm's does not);
 3. the output block (BLOCK_ROWS x dv, in L1) is rescaled by exp(old max - new max) and gets the
-   tile's probabilities times v, a GEMM whose register tile is PV_ROWS rows x all of dv.
+   tile's probabilities times v, a GEMM whose register tile is PV_ROWS rows x a chunk of dv.
 The scores of a tile never leave L1; no (queries x keys) matrix is written. Each loaded kᵀ/v tile
 serves BLOCK_ROWS rows, where the per-row form (kernels/attention.py `flash_func_cpu`) reloads it
 for every row. Numpy reference: `attention`.
