@@ -222,32 +222,38 @@ def _type_bytes(ty) -> int:
     return int(np.prod([int(d) for d in shape])) * max(bits // 8, 1)
 
 
-def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
+def cpu_pipeline(target, kernels: list | None = None, reference: bool = False, attention: list | None = None):
     """TVM's CPU pipeline with edgegen's schedule rules applied after operator fusion, and
     exp/softmax/erf/tanh (and the sigmoid of SiLU, written with exp) replaced by their polynomial
-    forms, which vectorize (libm's do not); unmasked attention's safe-softmax guard dropped;
+    forms, which vectorize (libm's do not); unmasked attention's safe-softmax guard dropped, its
+    scale folded onto the scores and the transposes that cancel around it merged, and large
+    attention calls run by the flash kernel (kernels/cpu_attention.py);
     the build's parity gate measures what that costs in accuracy. `kernels`, when given,
-    receives kernel_table() of the fused module. `reference` keeps the same graph passes and
-    fusion but drops edgegen's schedule rule and fast math: TVM's plain loops and libm, the
-    side that layer bisection compares an artifact's kernels with."""
+    receives kernel_table() of the fused module; `attention`, one choice per attention call
+    site, with its reason. `reference` keeps the same graph passes and
+    fusion but drops edgegen's schedule rule, fast math and flash kernel: TVM's plain loops and
+    libm, the side that layer bisection compares an artifact's kernels with."""
+    sites = [] if attention is None else attention     # before `attention` names the module below
     tvm = import_tvm_compiler()
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.s_tir import dlight
 
-    from edgegen.kernels import attention, dequant, gelu, sigmoid
+    from edgegen.kernels import attention, attention_scale, cpu_attention, dequant, gelu, permute_merge, sigmoid
     from edgegen.kernels.cpu_loops import make_rule
 
     @tvm.transform.module_pass(opt_level=0, name="EdgegenCPUPipeline")
     def _pipeline(mod, _ctx):
         with target:
-            count, table = ([], []) if kernels is None else ([p] for p in _record(kernels))
+            count, table = ([], []) if kernels is None else ([p] for p in _record(kernels, sites))
             fast = [] if reference else [relax.transform.FastMathTransform()]
             schedule = [] if reference else [dlight.ApplyDefaultSchedule(make_rule())]
+            flash = [] if reference else [cpu_attention.make_fusion_pass(sites)]
             # the table is taken once reshapes that are views stop being kernels
             lowering = cpu.dataflow_lower_passes(target)
             passes = (cpu.library_dispatch_passes(target) + [gelu.make_pass(), sigmoid.make_pass(),
-                                                               attention.make_pass()] + fast
+                                                               attention.make_pass(), permute_merge.make_pass(),
+                                                               attention_scale.make_pass()] + flash + fast
                       + [dequant.make_fusion_pass()]
                       + cpu.legalize_passes(target) + count + schedule + lowering[:1] + table + lowering[1:]
                       + cpu.finalize_passes(target))
@@ -256,16 +262,19 @@ def cpu_pipeline(target, kernels: list | None = None, reference: bool = False):
     return _pipeline
 
 
-def _record(kernels: list) -> tuple:
+def _record(kernels: list, attention: list) -> tuple:
     """Two passes: FLOPs counted on the fused kernels before scheduling (a schedule's rfactor and
-    unrolling change what TVM counts), then the table once reshapes that are views stop being
-    kernels."""
+    unrolling change what TVM counts; the flash kernels' from their `attention` sites), then the
+    table once reshapes that are views stop being kernels."""
     tvm = import_tvm_compiler()
+    from edgegen.kernels import cpu_attention
+
     flops: dict[str, float] = {}
 
     @tvm.transform.module_pass(opt_level=0, name="EdgegenKernelFlops")
     def _count(mod, _ctx):
-        flops.update({k["kernel"]: k["flops"] for k in kernel_table(mod)})
+        known = {site["function"]: cpu_attention.flops(site) for site in attention if site.get("function")}
+        flops.update({k["kernel"]: k["flops"] for k in kernel_table(mod, known)})
         return mod
 
     @tvm.transform.module_pass(opt_level=0, name="EdgegenKernelTable")
@@ -289,14 +298,16 @@ def resolve_target(tvm_target: dict) -> dict:
     return {**tvm_target, "mcpu": codegen.llvm_get_system_cpu()}
 
 
-def compile_module(module, tvm_target: dict, kernels: list | None = None, reference: bool = False):
+def compile_module(module, tvm_target: dict, kernels: list | None = None, reference: bool = False,
+                   attention: list | None = None):
     """Compile a Relax module for a (resolved) target; return the executable. `kernels`, when
-    given, receives the fused module's kernel table (names, calls, FLOPs, bytes)."""
+    given, receives the fused module's kernel table (names, calls, FLOPs, bytes); `attention`,
+    the kernel chosen for each attention call site and why."""
     tvm = import_tvm_compiler()
     target = tvm.target.Target(tvm_target)
     if target.kind.name != "llvm":
         raise EdgegenError(f"no compile pipeline for target kind {target.kind.name!r} yet")
-    return tvm.compile(module, target=target, relax_pipeline=cpu_pipeline(target, kernels, reference))
+    return tvm.compile(module, target=target, relax_pipeline=cpu_pipeline(target, kernels, reference, attention))
 
 
 def run_library(library_path, inputs: list[np.ndarray], weights: list[np.ndarray]) -> list[np.ndarray]:

@@ -42,16 +42,17 @@ def emit(ctx: EmitContext, name: str, cap: capture.Captured, calibration: list |
     winograd = ctx.options.get("winograd", True)
     lowered = stages.run(f"{name}: weight layouts for the CPU kernels", lower.cpu_weight_layouts, lowered, layouts,
                          reported, winograd)
-    kernels: list = []
+    kernels, attention = [], []
     executable = stages.run(f"{name}: compile for {target.name}", lower.compile_module, lowered.module,
-                            tvm_target, kernels)
+                            tvm_target, kernels, attention=attention)
     files = {"library": f"{name}/model.so", "weights": f"{name}/weights.safetensors"}
     stages.run(f"{name}: write library and weights", _write_component, writer, executable,
                lowered.weights, files["library"], files["weights"])
     actual = stages.run(f"{name}: parity check", lower.run_library, writer.path(files["library"]),
                         list(cap.inputs.values()), [lowered.weights[s.name] for s in lowered.weight_specs])
     info = {"schedule_rules": lower.SCHEDULE_RULES.get(tvm_target["kind"], []), "num_weights": fp32_elements,
-            "kernels": kernels, "weight_layouts": layouts, **({"quant": quant} if quant else {}),
+            "kernels": kernels, "weight_layouts": layouts, "attention": attention,
+            **({"quant": quant} if quant else {}),
             **({} if winograd else {"winograd": "off: the memory plan loads per phase, and a Winograd-transformed "
                                                 "3x3 weight holds up to 4 times the bytes"})}
     return Emitted(files, lowered.weight_specs, info, actual)

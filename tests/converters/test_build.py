@@ -27,6 +27,8 @@ def test_build_summary_and_manifest(tiny_build):
     unet = art.component("unet")
     assert [s.name for s in unet.inputs] == ["sample", "timestep", "encoder_hidden_states"]
     assert unet.info["parity_psnr_db"] >= COMPONENT_PSNR_DB
+    sites = unet.info["attention"]      # each attention call: the kernel chosen (kernels/cpu_attention.py) and why
+    assert sites and all(s["kernel"] in ("flash", "gemm-softmax-gemm") and s["reason"] for s in sites)
     assert summary["bytes"] == sum(f["bytes"] for f in m["files"].values()) + (art_dir / "manifest.json").stat().st_size
 
 
