@@ -327,7 +327,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
           parity_db: float = COMPONENT_PSNR_DB, quant: str | None = None, attention: str = "original",
           minimum_ios: int = 16, chunk_mb: float | None = 1000.0, execute: bool = True,
           precision: str | None = None, guidance: str | None = None, img2img: bool = False,
-          vae: str | Path | None = None) -> BuildReport:
+          vae: str | Path | None = None, vae_tile: int | None = None) -> BuildReport:
     """Build a diffusers pipeline folder into an artifact at `out`.
 
     quant: a scheme of edgegen.core.quant (onnx and coreml targets map it onto their tools).
@@ -342,7 +342,8 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     guidance: text-to-image families: "cfg" or "none" (batch-1 UNet for distilled models); None takes
     the folder's default (see converters/sd.py guidance_mode). img2img: text-to-image families also
     build the VAE encoder, for image-to-image runs. vae: a folder with an AutoencoderTiny (TAESD) or
-    AutoencoderKL, built in place of the pipeline's own VAE."""
+    AutoencoderKL, built in place of the pipeline's own VAE. vae_tile: text-to-image families compile
+    the VAE decoder for latent tiles of this many pixels and decode in blended tiles (converters/sd.py)."""
     t_start = time.perf_counter()
     tgt = get_target(target)
     scheme = parse_scheme(quant) if quant else None
@@ -372,10 +373,10 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
                "precision": precision or tgt.profile.default_precision,
                "folder": "Resources" if family is sd else "coreml"}
     extra = {**({} if guidance is None else {"guidance": guidance}), **({"img2img": True} if img2img else {}),
-             **({} if vae is None else {"vae": vae})}
+             **({} if vae is None else {"vae": vae}), **({} if vae_tile is None else {"vae_tile": vae_tile})}
     for option in extra:
         if option not in inspect.signature(family.plan).parameters:
-            raise ValueError(f"--{option} applies to text-to-image pipelines; {index.get('_class_name')} has no "
+            raise ValueError(f"--{option.replace('_', '-')} applies to text-to-image pipelines; {index.get('_class_name')} has no "
                              f"such choice at build time.")
     stages = _Stages(progress)
     with ArtifactWriter(out, overwrite=overwrite) as writer:

@@ -29,7 +29,8 @@ def cmd_build(args) -> int:
                    quant=args.quant, attention=args.attention, minimum_ios=args.min_ios,
                    chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb, precision=args.precision,
                    **({"guidance": args.guidance} if args.guidance else {}),
-                   **({"img2img": True} if args.img2img else {}), **({"vae": args.vae} if args.vae else {}))
+                   **({"img2img": True} if args.img2img else {}), **({"vae": args.vae} if args.vae else {}),
+                   **({"vae_tile": args.vae_tile} if args.vae_tile else {}))
     result = _quant_final_check(args, report) if args.quant and args.final_check else None
     if args.sign:
         from edgegen.core.signing import sign
@@ -397,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "classifier-free guidance (LCM, Turbo); default: 'none' for an LCM scheduler, else 'cfg'")
     b.add_argument("--vae", metavar="DIR", help="text-to-image: build this AutoencoderTiny (TAESD) or AutoencoderKL "
                                                 "folder as the decoder, in place of the pipeline's own VAE")
+    b.add_argument("--vae-tile", type=int, metavar="N",
+                   help="text-to-image: compile the VAE decoder for NxN latent tiles and decode in overlapping, "
+                        "blended tiles: bounds the decoder's activations (near, not equal to, a whole decode)")
     b.add_argument("--img2img", action="store_true", help="text-to-image: also build the VAE encoder, for "
                                                           "`edgegen run --image`")
     b.add_argument("--attention", choices=["original", "split-einsum"], default="original",
