@@ -78,7 +78,7 @@ def main() -> None:
         images[tile] = np.load(out)
         out.unlink()
         if tile:
-            row["psnr_db_vs_whole"] = round(psnr(images[0], images[tile]), 2)
+            row["psnr_db_vs_whole"] = round(float(psnr(images[0], images[tile])), 2)
         rows.append(row)
         print(row, flush=True)
     tmp.rmdir()
