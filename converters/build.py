@@ -47,10 +47,11 @@ class BuildReport:
     bytes: int
     components: dict = field(default_factory=dict)   # name -> {psnr_db, bytes}
     stages: list = field(default_factory=list)        # (stage, seconds)
+    peak_rss_mib: float | None = None                 # the building process's peak resident memory
 
     def to_json(self) -> dict:
         return {"artifact": self.artifact, "target": self.target, "seconds": round(self.seconds, 2),
-                "bytes": self.bytes, "components": self.components,
+                "bytes": self.bytes, "peak_rss_mib": self.peak_rss_mib, "components": self.components,
                 "stages": [{"stage": s, "seconds": round(t, 2)} for s, t in self.stages]}
 
 
@@ -73,6 +74,17 @@ class _Stages:
     def log(self, message: str) -> None:
         """A line of detail within the running stage."""
         self.progress("log", message, 0.0)
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS), in MiB;
+    None where the platform has no getrusage (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2 ** 20 if platform.system() == "Darwin" else 1024), 1)
 
 
 def toolchain_versions() -> dict:
@@ -401,9 +413,11 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
             # each component's share of the final output's error budget: together they meet the target
             share = scheme.target_db + MIXED_MARGIN_DB + 10 * math.log10(len(plan.components))
             options["end"] = {name: (_end_output(plan.end_output, name), share) for name in plan.components}
-        components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db, scheme, options,
-                                             calibration.get(name))
-                      for name, cap in plan.components.items()}
+        components = {}
+        for name, cap in plan.components.items():
+            components[name] = _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db, scheme,
+                                                options, calibration.get(name))
+            cap.release()     # one component's torch weights at a time
         with open(writer.path(SCHEDULER_CONFIG), "w") as f:
             json.dump(plan.scheduler_config, f, indent=1)
         pipeline = {**plan.pipeline, "scheduler_config": SCHEDULER_CONFIG, **plan.write_extra(writer)}
@@ -426,4 +440,4 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
         components[name]["bytes"] = sum(manifest["files"][rel]["bytes"]
                                         for rel in manifest["components"][name]["files"].values())
     return BuildReport(artifact=str(dest), target=tgt.name, seconds=time.perf_counter() - t_start,
-                       bytes=size, components=components, stages=stages.done)
+                       bytes=size, components=components, stages=stages.done, peak_rss_mib=peak_rss_mib())

@@ -52,6 +52,8 @@ def cmd_build(args) -> int:
             if q and q.get("fallback_reason"):
                 arrow = f" -> {q['applied']}" if q["applied"] != q["scheme"] else ""
                 print(line("built_fallback", blank="", scheme=q["scheme"] + arrow, reason=q["fallback_reason"]))
+        if report.peak_rss_mib is not None:
+            print(line("built_memory", mib=report.peak_rss_mib))
         scopes = {i["parity_scope"] for i in report.components.values() if "parity_scope" in i}
         if report.target == "coreml" and scopes:
             print(line("built_note", note="Core ML predictions need macOS: the check ran the converted modules' "

@@ -19,6 +19,7 @@ LINES = {
     # build
     "built": "built {artifact} for {target} in {seconds:.1f}s, {mb:.2f} MB",
     "built_component": "  {name:14s} {mb:8.2f} MB  {measured}{quant}",
+    "built_memory": "  build peak RSS {mib:.0f} MiB",
     "built_fallback": "  {blank:14s} {scheme}: {reason}",
     "built_note": "  ({note})",
     "built_final_check": "  final output vs {reference}, {steps:d} steps: {db:.2f} dB (gate {gate:.0f} dB)",

@@ -80,3 +80,12 @@ def test_tiny_autoencoder_kl_decodes_in_tiles_within_35_db():
 
     measured = psnr(decode(z), decode_tiled(decode, z, (24, 24), 6, 2))
     assert measured >= TILED_VAE_DB, measured
+
+
+def test_profile_counts_one_decoder_call_per_tile():
+    from edgegen.profiling import calls_per_image
+
+    pipeline = {"kind": "stable-diffusion", "latent_shape": [1, 4, 16, 20]}
+    assert calls_per_image(pipeline, 4)["vae_decoder"] == 1
+    tiled = {**pipeline, "vae_tiling": {"tile": [12, 12], "overlap": 3, "factor": 2}}
+    assert calls_per_image(tiled, 4)["vae_decoder"] == 2 * 2     # rows start at 0, 4; columns at 0, 8
