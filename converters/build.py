@@ -388,8 +388,8 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
              **({} if vae is None else {"vae": vae}), **({} if vae_tile is None else {"vae_tile": vae_tile})}
     for option in extra:
         if option not in inspect.signature(family.plan).parameters:
-            raise ValueError(f"--{option.replace('_', '-')} applies to text-to-image pipelines; {index.get('_class_name')} has no "
-                             f"such choice at build time.")
+            raise ValueError(f"--{option.replace('_', '-')} applies to text-to-image pipelines; "
+                             f"{index.get('_class_name')} has no such choice at build time.")
     stages = _Stages(progress)
     with ArtifactWriter(out, overwrite=overwrite) as writer:
         plan = stages.run("load pipeline", family.plan, model_dir, index, height=height, width=width, batch=batch,

@@ -80,6 +80,7 @@ def test_native_runtime_refuses_a_tiled_decoder(tiled_artifact, tmp_path):
     native = Path(__file__).resolve().parents[2] / "runtimes" / "native"
     subprocess.run(["make", "-s", "-C", str(native)], check=True, timeout=600)
     proc = subprocess.run([str(native / "build" / "edgegen-run"), str(tiled_artifact), "--prompt", "a cat", "--steps",
-                           "1", "--out", str(tmp_path / "x.png"), "--quiet"], capture_output=True, text=True, timeout=120)
+                           "1", "--out", str(tmp_path / "x.png"), "--quiet"], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 1 and "built for latent tiles (--vae-tile)" in proc.stderr, proc.stderr
     assert not (tmp_path / "x.png").exists()
