@@ -47,10 +47,11 @@ class BuildReport:
     components: dict = field(default_factory=dict)   # name -> {psnr_db, bytes}
     stages: list = field(default_factory=list)        # (stage, seconds)
     memory_plan: dict | None = None                   # mode, budget_bytes, peak_bytes, chunks
+    peak_rss_mib: float | None = None                 # the building process's peak resident memory
 
     def to_json(self) -> dict:
         return {"artifact": self.artifact, "target": self.target, "seconds": round(self.seconds, 2),
-                "bytes": self.bytes, "components": self.components,
+                "bytes": self.bytes, "peak_rss_mib": self.peak_rss_mib, "components": self.components,
                 "stages": [{"stage": s, "seconds": round(t, 2)} for s, t in self.stages],
                 **({"memory_plan": self.memory_plan} if self.memory_plan else {})}
 
@@ -74,6 +75,17 @@ class _Stages:
     def log(self, message: str) -> None:
         """A line of detail within the running stage."""
         self.progress("log", message, 0.0)
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS), in MiB;
+    None where the platform has no getrusage (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2 ** 20 if platform.system() == "Darwin" else 1024), 1)
 
 
 def toolchain_versions() -> dict:
@@ -155,7 +167,8 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
           parity_db: float = COMPONENT_PSNR_DB, quant: str | None = None, attention: str = "original",
           minimum_ios: int = 16, chunk_mb: float | None = 1000.0, execute: bool = True,
           precision: str | None = None, guidance: str | None = None, img2img: bool = False,
-          vae: str | Path | None = None, memory_budget: str | int | None = None) -> BuildReport:
+          vae: str | Path | None = None, memory_budget: str | int | None = None,
+          vae_tile: int | None = None) -> BuildReport:
     """Build a diffusers pipeline folder into an artifact at `out`.
 
     quant: a scheme of edgegen.core.quant (onnx and coreml targets map it onto their tools).
@@ -174,7 +187,9 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
     memory_budget: cpu and GPU targets: the bytes a run may hold ("600MB", "1.5GB", or an int; default:
     the device profile's budget); the build plans which components are resident in each phase and
     cuts a component that alone exceeds it into chunks, and fails before compiling when no plan fits
-    (converters/memory_plan.py)."""
+    (converters/memory_plan.py).
+    vae_tile: text-to-image families compile the VAE decoder for latent tiles of this many pixels and
+    decode in blended tiles (converters/sd.py)."""
     t_start = time.perf_counter()
     tgt = get_target(target)
     scheme = parse_scheme(quant) if quant else None
@@ -205,11 +220,11 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
                "precision": precision or tgt.profile.default_precision,
                "folder": "Resources" if family is sd else "coreml"}
     extra = {**({} if guidance is None else {"guidance": guidance}), **({"img2img": True} if img2img else {}),
-             **({} if vae is None else {"vae": vae})}
+             **({} if vae is None else {"vae": vae}), **({} if vae_tile is None else {"vae_tile": vae_tile})}
     for option in extra:
         if option not in inspect.signature(family.plan).parameters:
-            raise ValueError(f"--{option} applies to text-to-image pipelines; {index.get('_class_name')} has no "
-                             f"such choice at build time.")
+            raise ValueError(f"--{option.replace('_', '-')} applies to text-to-image pipelines; "
+                             f"{index.get('_class_name')} has no such choice at build time.")
     stages = _Stages(progress)
     with ArtifactWriter(out, overwrite=overwrite) as writer:
         plan = stages.run("load pipeline", family.plan, model_dir, index, height=height, width=width, batch=batch,
@@ -240,9 +255,13 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
                                          f"the {tgt.profile.name} device profile")
             options["winograd"] = memory["mode"] == "resident"
             calibration = memory_plan.chunk_calibration(units, calibration)
-        components = {name: _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db, scheme, options,
-                                             calibration.get(name))
-                      for name, cap in units.items()}
+        components = {}
+        for name, cap in units.items():
+            components[name] = _build_component(writer, name, cap, tgt, tvm_target, stages, parity_db, scheme,
+                                                options, calibration.get(name))
+            cap.release()     # one component's torch weights at a time
+        for cap in plan.components.values():     # the components cut into chunks
+            cap.release()
         if memory is not None:
             memory = memory_plan.restate(memory, {name: (c["weight_bytes"], c["arena_bytes"])
                                                   for name, c in components.items()})
@@ -272,7 +291,7 @@ def build(model_dir: str | Path, out: str | Path, target: str = "cpu", height: i
         components[name].pop("arena_bytes")
     return BuildReport(artifact=str(dest), target=tgt.name, seconds=time.perf_counter() - t_start,
                        bytes=size, components=components, stages=stages.done,
-                       memory_plan=_plan_summary(memory))
+                       memory_plan=_plan_summary(memory), peak_rss_mib=peak_rss_mib())
 
 
 def _budget(tgt, memory_budget) -> int | None:

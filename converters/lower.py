@@ -193,6 +193,8 @@ def _rows_not_gathered(name: str, args) -> int:
     read: it reads one row per id, not the whole table (a 49408-row token table for 154 ids)."""
     if not re.search(r"(^|_)take\d*($|_)", name):
         return 0
+    if "decode" in name:
+        return _packed_rows_not_gathered(args)
     ids = [f.ty for f in args if not str(getattr(f.ty, "dtype", "")).startswith("float")]
     if len(ids) != 1:
         return 0
@@ -203,6 +205,22 @@ def _rows_not_gathered(name: str, args) -> int:
         if str(getattr(f.ty, "dtype", "")).startswith("float") and len(shape) >= 2 and shape[0] > count:
             unread += _type_bytes(f.ty) * (shape[0] - count) // shape[0]
     return unread
+
+
+def _packed_rows_not_gathered(args) -> int:
+    """_rows_not_gathered for a packed table decoded in its gather (kernels/dequant.py): the ids are the
+    int32/int64 argument, and every packed array that holds a whole number of rows per table row
+    (codes, per-row scales) is read for the looked-up rows only."""
+    ids = [f.ty for f in args if str(getattr(f.ty, "dtype", "")) in ("int32", "int64")]
+    tables = [f.ty for f in args if str(getattr(f.ty, "dtype", "")) not in ("int32", "int64")]
+    rows = max((_shape(t)[0] for t in tables if len(_shape(t)) >= 2), default=0)
+    if len(ids) != 1 or not rows:
+        return 0
+    count = int(np.prod(_shape(ids[0]))) if _shape(ids[0]) else 1
+    if rows <= count:
+        return 0
+    return sum(_type_bytes(t) * (rows - count) // rows for t in tables
+               if _shape(t) and int(np.prod(_shape(t))) % rows == 0)
 
 
 def _shape(ty) -> list[int]:

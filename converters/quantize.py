@@ -428,10 +428,27 @@ def apply(lowered: Lowered, scheme: Scheme, tvm_target: dict, calibration: list[
     else:
         layers, choices, info = choose(lowered, scheme, tvm_target, calibration, log, end_output, end_target_db,
                                        stats)
+        layers, choices = with_lookup_tables(lowered, scheme, layers, choices)
         packed, report = pack(lowered, choices, stats=stats)
         if stats:
             info["calibrated_layers"] = sum(1 for w in report if w in stats)
+        return packed, summarize(info, layers, lowered.weight_specs, packed.weights, report, TABLES_PACKED)
     return packed, summarize(info, layers, lowered.weight_specs, packed.weights, report)
+
+
+TABLES_PACKED = "norms and biases (not matmul, conv or lookup-table weights), and the layers marked fp32"
+
+
+def with_lookup_tables(lowered: Lowered, scheme: Scheme, layers: list, choices: dict) -> tuple[list, dict]:
+    """`layers` and `choices` with the component's lookup tables (token, position and class embeddings:
+    embedding_layers) packed in `scheme` too; kernels/dequant.py fuses their decode into the gather,
+    which decodes only the rows it reads. A text encoder's token table is most of its weights (CLIP
+    ViT-L: 49408 x 768 of 123M). mixed:<dB> searches matmul/conv weights only and leaves the tables
+    float32."""
+    if scheme.kind == "mixed" or scheme.activations:
+        return layers, choices
+    tables = embedding_layers(lowered)
+    return layers + tables, {**choices, **{lay.weight: scheme for lay in tables if lay.keep is None}}
 
 
 # ---- w8a8: int8 activations x int8 weights, int32 accumulation ----

@@ -102,11 +102,30 @@ def _image_size(unet, vae, height: int | None, width: int | None) -> tuple[int, 
     return factor, height, width
 
 
+def vae_tiling(tile: int | None, latent: tuple, factor: int) -> tuple[tuple, dict | None]:
+    """(the latent shape the VAE decoder is compiled for, the pipeline's `vae_tiling` entry or None).
+    `tile` (latent pixels, --vae-tile): the decoder takes tile x tile latents and the runtimes decode
+    in overlapping tiles (a quarter of the tile), blended (runtimes/vae_tiles.py)."""
+    if tile is None:
+        return latent, None
+    h, w = latent[2:]
+    if not 2 <= tile <= min(h, w) or tile == max(h, w):
+        raise ValueError(f"--vae-tile {tile}: a tile must be 2..{min(h, w)} latent pixels and smaller than the "
+                         f"{h}x{w} latent (the image is {h * factor}x{w * factor}); pick a smaller tile, or omit "
+                         f"--vae-tile to decode whole latents.")
+    entry = {"tile": [tile, tile], "overlap": max(1, tile // 4), "factor": factor,
+             "reason": f"--vae-tile {tile}: the decoder's activations scale with its input; it is compiled for "
+                       f"{tile}x{tile} latent tiles ({tile * factor}x{tile * factor} pixels), blended over their "
+                       f"overlap"}
+    return (latent[0], latent[1], tile, tile), entry
+
+
 def plan(root: Path, index: dict, height: int | None = None, width: int | None = None,
          batch: int | None = None, guidance: str | None = None, img2img: bool = False,
-         vae: str | Path | None = None) -> Plan:
+         vae: str | Path | None = None, vae_tile: int | None = None) -> Plan:
     """img2img: also build the VAE encoder (component vae_encoder), for image-to-image runs.
-    vae: a folder with an AutoencoderTiny (or AutoencoderKL) to build in place of the folder's VAE."""
+    vae: a folder with an AutoencoderTiny (or AutoencoderKL) to build in place of the folder's VAE.
+    vae_tile: decode in tiles of this many latent pixels (see vae_tiling)."""
     import torch
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -139,11 +158,12 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
     with torch.no_grad():
         emb = text_encoder(torch.from_numpy(ids.astype(np.int64)), return_dict=False)[0].numpy()
     latent = (1, unet.config.in_channels, height // factor, width // factor)
+    decoded, tiling = vae_tiling(vae_tile, latent, factor)
     x = rng.standard_normal((len(prompts), *latent[1:]), dtype=np.float32)
     components = {
         "text_encoder": capture.clip_text_encoder(text_encoder, ids),
         "unet": capture.unet2d_condition(unet, x, np.full(len(prompts), 500.0, np.float32), emb),
-        "vae_decoder": capture.vae_decoder(vae, rng.standard_normal(latent, dtype=np.float32)),
+        "vae_decoder": capture.vae_decoder(vae, rng.standard_normal(decoded, dtype=np.float32)),
     }
     if img2img:
         image = rng.uniform(-1, 1, (1, 3, height, width)).astype(np.float32)
@@ -151,7 +171,8 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
     components["text_encoder"].ranges["input_ids"] = (0, text_encoder.config.vocab_size - 1)
     pipeline = {"kind": KIND, "height": height, "width": width, "latent_shape": list(latent),
                 "vae_scaling_factor": float(vae.config.scaling_factor), "guidance": mode,
-                "vae": {"class": type(vae).__name__, **({"source": str(Path(vae_dir).absolute())} if vae_dir else {})}}
+                "vae": {"class": type(vae).__name__, **({"source": str(Path(vae_dir).absolute())} if vae_dir else {})},
+                **({"vae_tiling": tiling} if tiling else {})}
     if mode == "none":
         steps = DISTILLED_SCHEDULERS.get(scheduler_config.get("_class_name"))
         pipeline["sampling"] = {"guidance_scale": 1.0, **({"steps": steps} if steps else {})}

@@ -15,7 +15,7 @@ import numpy as np
 from . import capture, source
 from .plan import Plan
 from .sd import (CALIBRATION_PROMPT, DISTILLED_SCHEDULERS, _image_size, _load_vae, _write_tokenizer,
-                 guidance_mode)
+                 guidance_mode, vae_tiling)
 
 PIPELINE_CLASSES = ("StableDiffusionXLPipeline",)
 KIND = "stable-diffusion-xl"
@@ -31,7 +31,9 @@ REQUIRED = {
 
 
 def plan(root: Path, index: dict, height: int | None = None, width: int | None = None,
-         batch: int | None = None, guidance: str | None = None, vae: str | Path | None = None) -> Plan:
+         batch: int | None = None, guidance: str | None = None, vae: str | Path | None = None,
+         vae_tile: int | None = None) -> Plan:
+    """vae_tile: decode in tiles of this many latent pixels (converters/sd.py vae_tiling)."""
     import json
 
     import torch
@@ -67,13 +69,14 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
     time_ids = np.tile(np.array([height, width, 0, 0, height, width], np.float32), (len(prompts), 1))
     rng = np.random.default_rng(0)
     latent = (1, unet.config.in_channels, height // factor, width // factor)
+    decoded, tiling = vae_tiling(vae_tile, latent, factor)
     x = rng.standard_normal((len(prompts), *latent[1:]), dtype=np.float32)
     components = {
         "text_encoder": capture.clip_text_encoder_penultimate(encoders[0], ids[0]),
         "text_encoder_2": capture.clip_text_encoder_penultimate(encoders[1], ids[1]),
         "unet": capture.unet2d_condition_xl(unet, x, np.full(len(prompts), 500.0, np.float32), emb, pooled,
                                             time_ids),
-        "vae_decoder": capture.vae_decoder(vae, rng.standard_normal(latent, dtype=np.float32)),
+        "vae_decoder": capture.vae_decoder(vae, rng.standard_normal(decoded, dtype=np.float32)),
     }
     for name, enc in zip(("text_encoder", "text_encoder_2"), encoders):
         components[name].ranges["input_ids"] = (0, enc.config.vocab_size - 1)
@@ -81,7 +84,8 @@ def plan(root: Path, index: dict, height: int | None = None, width: int | None =
     pipeline = {"kind": KIND, "height": height, "width": width, "latent_shape": list(latent),
                 "vae_scaling_factor": float(vae.config.scaling_factor), "guidance": mode,
                 "force_zeros_for_empty_prompt": force_zeros,
-                "vae": {"class": type(vae).__name__, **({"source": str(Path(vae_dir).absolute())} if vae_dir else {})}}
+                "vae": {"class": type(vae).__name__, **({"source": str(Path(vae_dir).absolute())} if vae_dir else {})},
+                **({"vae_tiling": tiling} if tiling else {})}
     if mode == "none":
         steps = DISTILLED_SCHEDULERS.get(scheduler_config.get("_class_name"))
         pipeline["sampling"] = {"guidance_scale": 1.0, **({"steps": steps} if steps else {})}

@@ -31,7 +31,8 @@ def cmd_build(args) -> int:
                    chunk_mb=None if args.chunk_mb == 0 else args.chunk_mb, precision=args.precision,
                    **({"guidance": args.guidance} if args.guidance else {}),
                    **({"img2img": True} if args.img2img else {}), **({"vae": args.vae} if args.vae else {}),
-                   **({"memory_budget": args.memory_budget} if args.memory_budget else {}))
+                   **({"memory_budget": args.memory_budget} if args.memory_budget else {}),
+                   **({"vae_tile": args.vae_tile} if args.vae_tile else {}))
     result = _quant_final_check(args, report) if args.quant and args.final_check else None
     if args.sign:
         from edgegen.core.signing import sign
@@ -58,6 +59,8 @@ def cmd_build(args) -> int:
             print(line("built_memory", mode=mp["mode"], peak=format_size(mp["peak_bytes"]),
                        budget=format_size(mp["budget_bytes"]),
                        chunks="".join(f", {n} in {len(c)} chunks" for n, c in mp["chunks"].items())))
+        if report.peak_rss_mib is not None:
+            print(line("built_rss", mib=report.peak_rss_mib))
         scopes = {i["parity_scope"] for i in report.components.values() if "parity_scope" in i}
         if report.target == "coreml" and scopes:
             print(line("built_note", note="Core ML predictions need macOS: the check ran the converted modules' "
@@ -422,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "classifier-free guidance (LCM, Turbo); default: 'none' for an LCM scheduler, else 'cfg'")
     b.add_argument("--vae", metavar="DIR", help="text-to-image: build this AutoencoderTiny (TAESD) or AutoencoderKL "
                                                 "folder as the decoder, in place of the pipeline's own VAE")
+    b.add_argument("--vae-tile", type=int, metavar="N",
+                   help="text-to-image: compile the VAE decoder for NxN latent tiles and decode in overlapping, "
+                        "blended tiles: bounds the decoder's activations (near, not equal to, a whole decode)")
     b.add_argument("--img2img", action="store_true", help="text-to-image: also build the VAE encoder, for "
                                                           "`edgegen run --image`")
     b.add_argument("--memory-budget", metavar="SIZE",

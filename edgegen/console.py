@@ -19,6 +19,7 @@ LINES = {
     # build
     "built": "built {artifact} for {target} in {seconds:.1f}s, {mb:.2f} MB",
     "built_component": "  {name:14s} {mb:8.2f} MB  {measured}{quant}",
+    "built_rss": "  build peak RSS {mib:.0f} MiB",
     "built_fallback": "  {blank:14s} {scheme}: {reason}",
     "built_memory": "  memory plan: {mode}, planned peak {peak} for a budget of {budget}{chunks}",
     "built_note": "  ({note})",

@@ -41,8 +41,20 @@ def category(kernel: str, shapes: list[tuple] | None = None) -> str:
 def calls_per_image(pipeline: dict, steps: int) -> dict[str, float]:
     """How often each component runs for one image at `steps` denoising steps."""
     if pipeline["kind"] == "stable-diffusion":
-        return {"text_encoder": 1.0, "unet": float(steps), "vae_decoder": 1.0}
+        return {"text_encoder": 1.0, "unet": float(steps), "vae_decoder": float(_vae_tiles(pipeline))}
     return {"transformer": steps / pipeline.get("batch", 1)}
+
+
+def _vae_tiles(pipeline: dict) -> int:
+    """How many decoder calls decode one image: 1, or its tiles where built with --vae-tile."""
+    from edgegen.runtimes.vae_tiles import tile_starts, tiling_of
+
+    tiling = tiling_of(pipeline, tuple(pipeline["latent_shape"]))
+    if tiling is None:
+        return 1
+    (th, tw), overlap, _ = tiling
+    h, w = pipeline["latent_shape"][2:]
+    return len(tile_starts(h, th, overlap)) * len(tile_starts(w, tw, overlap))
 
 
 def profile(artifact_dir, runs: int = 3, steps: int = 20, threads: int | None = None) -> dict:

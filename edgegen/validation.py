@@ -289,12 +289,21 @@ def _validate_sd(rt, model_dir, prompt: str, negative_prompt: str, num_inference
     img_rt = _to_image(rt.decode(rt_latents))
     inputs = {"text_encoder": {"input_ids": ref_ids.astype(np.int32)},
               "unet": {"sample": x2, "timestep": ts, "encoder_hidden_states": emb_ref},
-              "vae_decoder": {"latent_sample": (ref_latents / np.float32(scale)).astype(np.float32)},
+              "vae_decoder": {"latent_sample": _decoder_input(rt, ref_latents / np.float32(scale))},
               **({"vae_encoder": {"sample": x_img}} if img2img else {})}
     return ValidationReport(components=components, steps=steps, image_psnr_db=psnr(img_ref, img_rt, peak=1.0),
                             component_inputs=inputs,
                             tokens_match=bool(np.array_equal(ids, ref_ids.astype(ids.dtype))), device=device,
                             first_nonfinite_step=nonfinite, reference_image=img_ref, artifact_image=img_rt)
+
+
+def _decoder_input(rt, z: np.ndarray) -> np.ndarray:
+    """The VAE decoder's own input for a kernel trace: the latents, or their first tile where the
+    artifact decodes in tiles (--vae-tile)."""
+    if getattr(rt, "vae_tiling", None) is not None:
+        (th, tw), _, _ = rt.vae_tiling
+        z = z[:, :, :th, :tw]
+    return np.ascontiguousarray(z, dtype=np.float32)
 
 
 def _validate_sdxl(rt, model_dir, prompt: str, negative_prompt: str, steps: int, guidance_scale: float,
@@ -359,7 +368,7 @@ def _validate_sdxl(rt, model_dir, prompt: str, negative_prompt: str, steps: int,
     with torch.no_grad():
         dec_ref = ref.vae.decode(t(ref_latents / rt.scaling_factor), return_dict=False)[0].cpu().numpy()
     components["vae_decoder"] = psnr(dec_ref, rt.decode(ref_latents))
-    inputs["vae_decoder"] = {"latent_sample": (ref_latents / np.float32(rt.scaling_factor)).astype(np.float32)}
+    inputs["vae_decoder"] = {"latent_sample": _decoder_input(rt, ref_latents / np.float32(rt.scaling_factor))}
     img_ref, img_rt = _to_image(dec_ref), _to_image(rt.decode(rt_latents))
     nonfinite = next((i for i, lat in enumerate(rt_steps) if not np.all(np.isfinite(lat))), None)
     return ValidationReport(components=components, steps=[psnr(a, b) for a, b in zip(ref_steps, rt_steps)],

@@ -5,7 +5,9 @@
 reference is edgegen.core.quant.dequantize_weight. `make_fusion_pass` (pattern name
 `edgegen.decode_matmul` / `edgegen.decode_conv2d`) fuses each decode call into the
 matmul or conv2d that consumes it, with the bias or residual add that follows, so no
-float32 copy of the weight exists between kernels. The CPU schedule rule
+float32 copy of the weight exists between kernels; `edgegen.decode_take` fuses a packed
+lookup table's decode into its gather, which the CPU rule (cpu_loops inlines the decode)
+and the GPU plans then compute for the looked-up rows only (numpy reference: take_rows). The CPU schedule rule
 (cpu_loops) then computes the decode under the GEMM's parallel loop: each thread
 decodes the weight slice its output tile needs into a small buffer.
 """
@@ -130,6 +132,15 @@ def decode_func(scheme, shape: tuple, arrays: dict[str, np.ndarray], words: bool
         raise ValueError(f"{scheme.name}: no decode kernel for kind {scheme.kind!r}")
     out = te.compute(i64(shape), value, name="decode")
     return te.create_prim_func([*holders.values(), out]).without_attr("global_symbol")
+
+
+def take_rows(packed, ids: np.ndarray) -> np.ndarray:
+    """The reference of a packed lookup table's fused gather: rows `ids` of the decoded table, the
+    indices clamped to the table as the compiled gather clamps them (converters/lower.py)."""
+    from edgegen.core.quant import dequantize_weight
+
+    table = dequantize_weight(packed)
+    return table[np.clip(np.asarray(ids, np.int64), 0, table.shape[0] - 1)]
 
 
 def make_fusion_pass():

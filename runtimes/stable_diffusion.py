@@ -26,6 +26,7 @@ from .memory_plan import end_phase
 from .noise import normal, step_noise
 from .schedulers import make_scheduler, read_scheduler_config
 from .tokenizer import CLIPTokenizer
+from .vae_tiles import decode_tiled, tiling_of
 
 KIND = "stable-diffusion"
 # what this pipeline calls: component -> (input names, output names)
@@ -60,6 +61,7 @@ class StableDiffusionPipeline:
         self.latent_shape = tuple(cfg["latent_shape"])
         self.scaling_factor = float(cfg["vae_scaling_factor"])
         self.height, self.width = cfg["height"], cfg["width"]
+        self.vae_tiling = tiling_of(cfg, self.latent_shape)   # None: the decoder takes whole latents
         self.cfg = cfg.get("guidance", "cfg") == "cfg"   # False: batch-1 text encoder and UNet, no CFG
         sampling = cfg.get("sampling", {})
         self.default_steps = int(sampling.get("steps", DEFAULT_STEPS))
@@ -129,7 +131,16 @@ class StableDiffusionPipeline:
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         z = (latents / np.float32(self.scaling_factor)).astype(np.float32)
+        if self.vae_tiling is not None:
+            return self.decode_tiles(z)
         return self.sessions["vae_decoder"].run(latent_sample=z)["sample"]
+
+    def decode_tiles(self, z: np.ndarray) -> np.ndarray:
+        """Unscaled latents to the image through a decoder compiled for tiles (--vae-tile): overlapping
+        tiles, blended (runtimes/vae_tiles.py)."""
+        tile, overlap, factor = self.vae_tiling
+        vae = self.sessions["vae_decoder"]
+        return decode_tiled(lambda t: vae.run(latent_sample=t)["sample"], z, tile, overlap, factor)
 
     def __call__(self, prompt: str, negative_prompt: str | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, seed: int | None = None, latents: np.ndarray | None = None,

@@ -18,6 +18,7 @@ def test_build_summary_and_manifest(tiny_build):
     for info in summary["components"].values():
         assert info["psnr_db"] >= COMPONENT_PSNR_DB
     assert any(s["stage"] == "unet: compile for cpu" for s in summary["stages"])
+    assert 100 < summary["peak_rss_mib"] < 6 * 1024    # the build process's peak, in MiB
     art = Artifact.open(art_dir)
     m = art.manifest
     assert m["target"]["name"] == "cpu" and m["target"]["tvm_target"]["kind"] == "llvm"

@@ -144,3 +144,47 @@ def test_residual_around_bias_free_layer_compiles_and_matches(linear, tmp_path):
     with torch.no_grad():
         want = model(x).numpy()
     np.testing.assert_allclose(got[0], want, atol=2e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("name", ["w8", "w4g32", "pal4", "ternary"])
+def test_packed_lookup_table_is_decoded_row_by_row_in_the_gather(name, tmp_path):
+    """A token table takes the scheme's packed form; on the CPU its decode is inlined into the gather,
+    so the kernel reads the packed rows it looks up and holds no decoded table."""
+    import torch
+    import tvm
+
+    from edgegen.converters import lower, quantize
+    from edgegen.kernels.dequant import take_rows
+
+    torch.manual_seed(0)
+    table, proj, last = torch.nn.Embedding(300, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 8)
+    model = torch.nn.Sequential(table, proj, torch.nn.SiLU(), last).eval()
+    ids = torch.tensor([[3, 299, 0, 17, 3]], dtype=torch.int64)
+    lowered = lower.to_relax(torch.export.export(model, (ids,)), 1, "net")
+    packed, info = quantize.apply(lowered, parse(name), {"kind": "llvm"})
+    rows = {row["weight"]: row for row in info["layers"]}
+    assert rows["p_0_weight"]["op"] == "embedding" and rows["p_0_weight"]["scheme"] == name
+    assert "p_0_weight" not in {s.name for s in packed.weight_specs}     # no float32 copy of the table
+    assert "lookup-table" in info["kept_float32"]
+
+    kernels: list = []
+    target = lower.resolve_target({"kind": "llvm", "mcpu": "host"})
+    executable = lower.compile_module(packed.module, target, kernels)
+    gathers = [k["kernel"] for k in kernels if "take" in k["kernel"]]
+    assert gathers and all("decode" in k for k in gathers), gathers
+    gather = next(k for k in kernels if k["kernel"] == gathers[0])
+    assert gather["bytes"] < gather["packed_bytes"] / 2      # the profile counts the rows read, not the table
+    scheduled = lower.cpu_pipeline(tvm.target.Target(target))(packed.module)
+    script = next(f.script() for gv, f in scheduled.functions.items() if gv.name_hint == gathers[0])
+    assert "alloc_buffer" not in script and 'T.int64(300), T.int64(64)), "float32"' not in script, script
+
+    executable.export_library(str(tmp_path / "net.so"))
+    got = lower.run_library(tmp_path / "net.so", [ids.numpy()], [packed.weights[s.name] for s in packed.weight_specs])
+    stored = quantize_weight(table.weight.detach().numpy(), parse(name))
+    for module, weight in ((proj, "p_1_weight"), (last, "p_3_weight")):
+        if rows[weight]["scheme"] == name:
+            module.weight.data = torch.from_numpy(dequantize_weight(quantize_weight(module.weight.detach().numpy(),
+                                                                                    parse(name))))
+    with torch.no_grad():
+        want = torch.nn.Sequential(proj, torch.nn.SiLU(), last)(torch.from_numpy(take_rows(stored, ids.numpy())))
+    np.testing.assert_allclose(got[0], want.numpy(), atol=2e-5 * np.abs(want.numpy()).max())

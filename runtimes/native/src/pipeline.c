@@ -136,6 +136,10 @@ static eg_status open_text_to_image(eg_pipeline *p, char *err, size_t errlen) {
     }
     if (p->latent_shape[0] != 1)
         return eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: latent_shape must hold one image", a->root);
+    if (eg_json_get(cfg, "vae_tiling"))
+        return eg_fail(err, errlen, EG_ERR_ARTIFACT, "%s: the VAE decoder was built for latent tiles (--vae-tile), "
+                       "which this native runtime does not decode yet; run it with the Python runtime, or rebuild "
+                       "without --vae-tile.", a->root);
     p->scaling_factor = (float)scale->number;
     p->channels = 3;
     p->batch = 1;
