@@ -30,6 +30,7 @@ class Layer:
     shape: tuple
     keep: str | None = None  # why it stays float32, or None when it is quantized
     data: object = field(default=None, repr=False, compare=False)   # the Relax var of its input activation
+    result: object = field(default=None, repr=False, compare=False)  # the Relax var its matmul/conv2d binds
 
     @property
     def elements(self) -> int:
@@ -81,7 +82,7 @@ def weight_layers(lowered: Lowered) -> list[Layer]:
             keep = "weight shared by several ops"
         elif int(np.prod(spec.shape[1:])) < MIN_WIDTH:
             keep = f"reduction width {int(np.prod(spec.shape[1:]))} < {MIN_WIDTH}"
-        layers.append(Layer(spec.name, op, tuple(spec.shape), keep, data))
+        layers.append(Layer(spec.name, op, tuple(spec.shape), keep, data, result))
     return layers
 
 
@@ -156,7 +157,8 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False,
     from edgegen.kernels.dequant import DECODE_PREFIX, as_words, decode_func
 
     mod = lowered.module.clone()    # `lowered` stays as it was
-    func = mod["main"]
+    packed_all, scales = _quantize_chosen(lowered, choices, stats or {})
+    func, source_weights, placed = _apply_input_scales(lowered, scales)
     n_inputs = len(func.params) - len(lowered.weight_specs)
     bb = relax.BlockBuilder(mod)
     params, specs, weights, substitute, decodes, report = list(func.params[:n_inputs]), [], {}, {}, [], {}
@@ -165,10 +167,10 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False,
         if scheme is None:
             params.append(var)
             specs.append(spec)
-            weights[spec.name] = lowered.weights[spec.name]
+            weights[spec.name] = source_weights[spec.name]
             continue
         w = lowered.weights[spec.name]
-        packed = quantize_weight(w, scheme, out_axis=0, stats=(stats or {}).get(spec.name))
+        packed = packed_all[spec.name]
         stored = []
         for key, arr in packed.arrays.items():
             name = f"{spec.name}.{key}"
@@ -184,7 +186,8 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False,
         decodes.append(relax.VarBinding(decoded, relax.call_tir(gv, stored, decoded.ty)))
         nbytes = int(sum(weights[v.name].nbytes for v in stored))
         report[spec.name] = {"scheme": scheme.name, "method": packed.method,
-                             "bits_per_weight": round(8 * nbytes / w.size, 3), "bytes": nbytes}
+                             "bits_per_weight": round(8 * nbytes / w.size, 3), "bytes": nbytes,
+                             **({"input_scale": placed[spec.name]} if spec.name in placed else {})}
     bound = func.bind_params(substitute)
     first, *rest = bound.body.blocks
     body = relax.SeqExpr([relax.DataflowBlock(decodes + list(first.bindings)), *rest], bound.body.body)
@@ -192,6 +195,101 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False,
     new_mod.update_func(new_mod.get_global_var("main"),
                         relax.Function(params, body, func.ret_ty, func.is_pure, func.attrs))
     return Lowered(new_mod, specs, weights, lowered.sources), report
+
+
+def _quantize_chosen(lowered: Lowered, choices: dict[str, Scheme], stats: dict) -> tuple[dict, dict]:
+    """Each chosen weight's Packed form, with AWQ's input-channel scales where they lower its layer's
+    output error (edgegen.core.quant.quantize_scaled; calibrated methods with statistics only):
+    ({weight: Packed}, {weight: (its Layer, scales per input channel)})."""
+    from edgegen.core.quant import quantize_scaled
+
+    layers = {lay.weight: lay for lay in weight_layers(lowered)} if stats else {}
+    packed, scales = {}, {}
+    for name, scheme in choices.items():
+        w = lowered.weights[name]
+        lay = layers.get(name)
+        if lay is None or lay.op not in ("linear", "conv2d"):
+            packed[name] = quantize_weight(w, scheme, out_axis=0, stats=stats.get(name))
+            continue
+        packed[name], s = quantize_scaled(w, scheme, stats.get(name), w.shape[1])
+        if s is not None:
+            scales[name] = (lay, s)
+    return packed, scales
+
+
+def _last_dim(var) -> int | None:
+    shape = getattr(var.ty, "shape", None)
+    values = getattr(shape, "values", None)
+    return int(values[-1]) if values else None
+
+
+_NORMS = {"relax.nn.layer_norm": "LayerNorm", "relax.nn.group_norm": "GroupNorm"}
+
+
+def _apply_input_scales(lowered: Lowered, scales: dict) -> tuple:
+    """Divide each scaled layer's input by its scales s (the packed weight holds W diag(s)): folded into
+    the affine of the LayerNorm/GroupNorm that produces it where that norm feeds only this layer and
+    owns its gamma/beta (gamma / s, beta / s: free at run time), else an explicit multiply by 1/s
+    before the layer. Returns (main rewritten, every float32 weight as it is now stored, {weight:
+    where its scale went})."""
+    from tvm import relax
+
+    func = lowered.module["main"]
+    weights = dict(lowered.weights)
+    if not scales:
+        return func, weights, {}
+    n_inputs = len(func.params) - len(lowered.weight_specs)
+    name_of = {var: spec.name for var, spec in zip(func.params[n_inputs:], lowered.weight_specs)}
+    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+    uses: dict = {}
+    for value in bound.values():
+        for arg in getattr(value, "args", []):
+            if isinstance(arg, relax.Var):
+                uses[arg] = uses.get(arg, 0) + 1
+    placed, explicit = {}, {}
+    for weight, (lay, s) in scales.items():
+        src = lay.data     # through the reshapes that fold a linear's leading axes (channels stay last)
+        while (lay.op == "linear" and uses.get(src) == 1 and isinstance(bound.get(src), relax.Call)
+               and getattr(bound[src].op, "name", "") == "relax.reshape" and isinstance(bound[src].args[0], relax.Var)
+               and _last_dim(bound[src].args[0]) == _last_dim(src)):
+            src = bound[src].args[0]
+        norm = bound.get(src)
+        gamma = beta = None
+        if isinstance(norm, relax.Call) and getattr(norm.op, "name", "") in _NORMS and uses.get(src) == 1:
+            gamma, beta = (name_of.get(a) for a in norm.args[1:3])
+            axis_ok = (list(norm.attrs.axes)[-1] in (-1, len(src.ty.shape.values) - 1) if lay.op == "linear"
+                       and getattr(norm.op, "name", "") == "relax.nn.layer_norm"
+                       else lay.op == "conv2d" and getattr(norm.op, "name", "") == "relax.nn.group_norm"
+                       and int(norm.attrs.channel_axis) == 1)
+            if not (gamma and beta and axis_ok and uses.get(norm.args[1]) == 1 and uses.get(norm.args[2]) == 1
+                    and weights[gamma].shape == s.shape and weights[beta].shape == s.shape):
+                gamma = None
+        if gamma:
+            weights[gamma] = (weights[gamma] / s).astype(np.float32)
+            weights[beta] = (weights[beta] / s).astype(np.float32)
+            placed[weight] = f"folded into {_NORMS[norm.op.name]} {lowered.sources.get(gamma, gamma)}"
+        else:
+            explicit[lay.result] = (lay, s)
+            placed[weight] = "explicit multiply before the layer"
+    if explicit:
+        blocks = []
+        for block in func.body.blocks:
+            bindings = []
+            for b in block.bindings:
+                if b.var in explicit:
+                    lay, s = explicit[b.var]
+                    shape = (-1,) if lay.op == "linear" else (1, -1, 1, 1)
+                    scaled = relax.DataflowVar(f"{lay.weight}.input_scaled", lay.data.ty)
+                    bindings.append(relax.VarBinding(scaled, relax.op.multiply(
+                        lay.data, relax.const((1.0 / s).astype(np.float32).reshape(shape)))))
+                    b = relax.VarBinding(b.var, relax.Call(b.value.op, [scaled, *b.value.args[1:]], b.value.attrs,
+                                                           b.value.ty_args))
+                bindings.append(b)
+            blocks.append(relax.DataflowBlock(bindings) if isinstance(block, relax.DataflowBlock)
+                          else relax.BindingBlock(bindings))
+        func = relax.Function(func.params, relax.SeqExpr(blocks, func.body.body), func.ret_ty, func.is_pure,
+                              func.attrs)
+    return func, weights, placed
 
 
 # the ladder `mixed:<dB>` climbs, fewest bits first; a layer that needs more than its top stays float32.
@@ -253,46 +351,48 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
                  stats: dict | None = None) -> tuple[dict, list[dict], dict]:
     """Per-layer bit widths for `mixed:<dB>`.
 
-    Sensitivity: for every layer and every rung of MIXED_LADDER, the component's output error over
-    the calibration inputs with only that layer quantized. Given `end_check` (replaced weights,
-    quick -> PSNR of the pipeline's final outputs on real runs), each layer's end-output error is
-    also measured alone, on its lowest rung; its ratio to the component error scales the layer's
-    other rungs, so the search works in end-output terms: one denoiser call hides how an error
-    compounds over the sampling steps, and that differs from layer to layer.
+    Sensitivity: for every layer and every rung of MIXED_LADDER, the component's output error (over
+    the calibration inputs) with only that layer quantized, predicted from the layer's statistics
+    where they hold its output gain (LayerStats.gain: each output channel's error d H d^T times how
+    much it moves the component's output, from a few backward passes for all layers at once): no
+    run per layer, which is what lets the search reach SD's hundreds of layers. A layer without
+    them (no statistics: a grouped conv, a GPU build) is measured instead, running the component
+    with only that layer replaced.
 
     Allocation: errors of different layers are taken to add. From every layer on the lowest rung,
     the layer and higher rung that remove the most error per stored bit are taken until the
-    predicted error meets a budget; the whole assignment is then measured (on the final outputs
-    given `end_check`, against `end_target_db`; else on the calibration inputs, against
-    `target_db`). The budget starts at the goal; each measurement corrects the additive
-    model's bias (predicted vs measured dB) for the next, until one budget passes and one fails;
-    then it is bisected; the passing assignment with the fewest bits is kept. Returns (choices,
-    per-layer records, {calibration_psnr_db, end_output_psnr_db})."""
-    from edgegen.core.quant import dequantize_weight, parse
+    predicted error meets a budget; the whole assignment is then measured on the calibration
+    inputs and, given `end_check` (replaced weights, quick -> PSNR of the pipeline's final outputs
+    on real runs), on the final outputs, against `end_target_db` (else the calibration PSNR against
+    `target_db`). The budget starts at the goal; each measurement corrects the prediction's bias
+    (the first-order proxy, one denoiser call against the sampling loop's compounding) for the
+    next, until one budget passes and one fails; then it is bisected; the passing assignment with
+    the fewest bits is kept. Returns (choices, per-layer records, {calibration_psnr_db,
+    end_output_psnr_db})."""
+    from edgegen.core.quant import dequantize_weight, output_error, parse
 
     ladder = [parse(n) for n in MIXED_LADDER]
     todo = [lay for lay in layers if lay.keep is None]
     stats = stats or {}
     rungs: dict[str, list[tuple]] = {}    # weight -> [(scheme or None, bits, component mse, dB, error)]
-    end_solo: dict[str, float] = {}
+    packed_rungs: dict[tuple, object] = {}   # (weight, rung) -> Packed: each quantized once
+    how: dict[str, str] = {}
     for lay in todo:
         w = lowered.weights[lay.weight]
+        st = stats.get(lay.weight)
+        how[lay.weight] = "predicted" if st is not None and st.gain is not None else "measured"
         rows = []
-        for scheme in ladder:
-            packed = quantize_weight(w, scheme, stats=stats.get(lay.weight))
-            mse = runner.mse({lay.weight: dequantize_weight(packed)}, few=True)
+        for i, scheme in enumerate(ladder):
+            packed = packed_rungs[lay.weight, i] = quantize_weight(w, scheme, stats=st)
+            back = dequantize_weight(packed)
+            mse = (output_error(w.reshape(len(w), -1), back.reshape(len(w), -1), st) if how[lay.weight] == "predicted"
+                   else runner.mse({lay.weight: back}, few=True))
             rows.append([scheme, packed.bits_per_weight, mse, runner.db(mse), mse])
         rows.append([None, 32.0, 0.0, float("inf"), 0.0])
-        if end_check is not None:
-            end_solo[lay.weight] = end_check({lay.weight: dequantize_weight(
-                quantize_weight(w, ladder[0], stats=stats.get(lay.weight)))}, True)
-            gain = 10 ** (-end_solo[lay.weight] / 10) / max(rows[0][2], runner.peak2 * 1e-12)
-            for row in rows:
-                row[4] = row[2] * gain
         rungs[lay.weight] = rows
-        log(f"sensitivity {lay.weight}: " + ", ".join(f"{r[0].name} {r[3]:.1f} dB" for r in rows[:-1])
-            + (f"; end output at {ladder[0].name} {end_solo[lay.weight]:.1f} dB" if lay.weight in end_solo else ""))
-    peak2, goal_db = (1.0, end_target_db) if end_check is not None else (runner.peak2, target_db)
+        log(f"sensitivity {lay.weight} ({how[lay.weight]}): "
+            + ", ".join(f"{r[0].name} {r[3]:.1f} dB" for r in rows[:-1]))
+    peak2, goal_db = runner.peak2, (end_target_db if end_check is not None else target_db)
 
     def climb(budget_db: float) -> dict:
         level = {lay.weight: 0 for lay in todo}
@@ -312,8 +412,7 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
         return level
 
     def measure(level: dict) -> tuple[dict, float]:
-        replaced = {n: dequantize_weight(quantize_weight(lowered.weights[n], rungs[n][i][0], stats=stats.get(n)))
-                    for n, i in level.items() if rungs[n][i][0] is not None}
+        replaced = {n: dequantize_weight(packed_rungs[n, i]) for n, i in level.items() if rungs[n][i][0] is not None}
         measured = {"calibration_psnr_db": round(runner.db(runner.mse(replaced)), 2)}
         if end_check is not None:
             measured["end_output_psnr_db"] = round(end_check(replaced, False), 2)
@@ -348,8 +447,7 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
     choices = {n: rungs[n][i][0] for n, i in level.items() if rungs[n][i][0] is not None}
     records = [{"weight": n, "scheme": rungs[n][i][0].name if rungs[n][i][0] else "fp32",
                 "solo_psnr_db": None if rungs[n][i][0] is None else round(rungs[n][i][3], 2),
-                "sensitivity_db": {r[0].name: round(r[3], 2) for r in rungs[n][:-1]},
-                **({"end_output_solo_db": {ladder[0].name: round(end_solo[n], 2)}} if n in end_solo else {})}
+                "sensitivity_db": {r[0].name: round(r[3], 2) for r in rungs[n][:-1]}, "sensitivity": how[n]}
                for n, i in level.items()]
     return choices, records, measured
 
