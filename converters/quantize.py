@@ -418,7 +418,7 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
             measured["end_output_psnr_db"] = round(end_check(replaced, False), 2)
         return measured, measured.get("end_output_psnr_db", measured["calibration_psnr_db"])
 
-    tried, lo, hi, budget_db = [], None, None, goal_db
+    tried, lo, hi, budget_db, budgets = [], None, None, goal_db, []
     for _ in range(MIXED_ROUNDS):
         level = climb(budget_db)
         measured, reached = measure(level)
@@ -437,10 +437,17 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
             break
         if lo is not None and hi is not None:
             budget_db = (lo + hi) / 2
+        elif budgets:   # the last two rounds' slope (the prediction's bias need not be constant:
+            # end outputs compound an error by more as it grows): a secant step to the goal
+            (b1, r1), (b2, r2) = budgets[-1], (budget_db, reached)
+            slope = min(max((r2 - r1) / (b2 - b1), 0.2), 2.0) if b2 != b1 else 1.0
+            aim = b2 + (goal_db - r2) / slope
         else:   # correct the additive model by what it got wrong here: aim its prediction at the goal
             predicted = 10 * np.log10(peak2 / max(sum(rungs[n][i][4] for n, i in level.items()), 1e-30))
             aim = goal_db - (reached - predicted)
+        if lo is None or hi is None:
             step = 1.0 if hi is None else -1.0     # at least 1 dB towards the side not yet seen
+            budgets.append((budget_db, reached))
             budget_db = aim if (aim - budget_db) * step >= 1.0 else budget_db + step
     passing = [t for t in tried if t[0]]
     _, _, level, measured = min(passing, key=lambda t: t[1]) if passing else max(tried, key=lambda t: t[1])
