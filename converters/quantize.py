@@ -351,48 +351,46 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
                  stats: dict | None = None) -> tuple[dict, list[dict], dict]:
     """Per-layer bit widths for `mixed:<dB>`.
 
-    Sensitivity: for every layer and every rung of MIXED_LADDER, the component's output error (over
-    the calibration inputs) with only that layer quantized, predicted from the layer's statistics
-    where they hold its output gain (LayerStats.gain: each output channel's error d H d^T times how
-    much it moves the component's output, from a few backward passes for all layers at once): no
-    run per layer, which is what lets the search reach SD's hundreds of layers. A layer without
-    them (no statistics: a grouped conv, a GPU build) is measured instead, running the component
-    with only that layer replaced.
+    Sensitivity: for every layer and every rung of MIXED_LADDER, the component's output error over
+    the calibration inputs with only that layer quantized. Given `end_check` (replaced weights,
+    quick -> PSNR of the pipeline's final outputs on real runs), each layer's end-output error is
+    also measured alone, on its lowest rung; its ratio to the component error scales the layer's
+    other rungs, so the search works in end-output terms: one denoiser call hides how an error
+    compounds over the sampling steps, and that differs from layer to layer.
 
     Allocation: errors of different layers are taken to add. From every layer on the lowest rung,
     the layer and higher rung that remove the most error per stored bit are taken until the
-    predicted error meets a budget; the whole assignment is then measured on the calibration
-    inputs and, given `end_check` (replaced weights, quick -> PSNR of the pipeline's final outputs
-    on real runs), on the final outputs, against `end_target_db` (else the calibration PSNR against
-    `target_db`). The budget starts at the goal; each measurement corrects the prediction's bias
-    (the first-order proxy, one denoiser call against the sampling loop's compounding) for the
-    next, until one budget passes and one fails; then it is bisected; the passing assignment with
-    the fewest bits is kept. Returns (choices, per-layer records, {calibration_psnr_db,
-    end_output_psnr_db})."""
-    from edgegen.core.quant import dequantize_weight, output_error, parse
+    predicted error meets a budget; the whole assignment is then measured (on the final outputs
+    given `end_check`, against `end_target_db`; else on the calibration inputs, against
+    `target_db`). The budget starts at the goal; each measurement corrects the additive
+    model's bias (predicted vs measured dB) for the next, until one budget passes and one fails;
+    then it is bisected; the passing assignment with the fewest bits is kept. Returns (choices,
+    per-layer records, {calibration_psnr_db, end_output_psnr_db})."""
+    from edgegen.core.quant import dequantize_weight, parse
 
     ladder = [parse(n) for n in MIXED_LADDER]
     todo = [lay for lay in layers if lay.keep is None]
     stats = stats or {}
     rungs: dict[str, list[tuple]] = {}    # weight -> [(scheme or None, bits, component mse, dB, error)]
-    packed_rungs: dict[tuple, object] = {}   # (weight, rung) -> Packed: each quantized once
-    how: dict[str, str] = {}
+    end_solo: dict[str, float] = {}
     for lay in todo:
         w = lowered.weights[lay.weight]
-        st = stats.get(lay.weight)
-        how[lay.weight] = "predicted" if st is not None and st.gain is not None else "measured"
         rows = []
-        for i, scheme in enumerate(ladder):
-            packed = packed_rungs[lay.weight, i] = quantize_weight(w, scheme, stats=st)
-            back = dequantize_weight(packed)
-            mse = (output_error(w.reshape(len(w), -1), back.reshape(len(w), -1), st) if how[lay.weight] == "predicted"
-                   else runner.mse({lay.weight: back}, few=True))
+        for scheme in ladder:
+            packed = quantize_weight(w, scheme, stats=stats.get(lay.weight))
+            mse = runner.mse({lay.weight: dequantize_weight(packed)}, few=True)
             rows.append([scheme, packed.bits_per_weight, mse, runner.db(mse), mse])
         rows.append([None, 32.0, 0.0, float("inf"), 0.0])
+        if end_check is not None:
+            end_solo[lay.weight] = end_check({lay.weight: dequantize_weight(
+                quantize_weight(w, ladder[0], stats=stats.get(lay.weight)))}, True)
+            gain = 10 ** (-end_solo[lay.weight] / 10) / max(rows[0][2], runner.peak2 * 1e-12)
+            for row in rows:
+                row[4] = row[2] * gain
         rungs[lay.weight] = rows
-        log(f"sensitivity {lay.weight} ({how[lay.weight]}): "
-            + ", ".join(f"{r[0].name} {r[3]:.1f} dB" for r in rows[:-1]))
-    peak2, goal_db = runner.peak2, (end_target_db if end_check is not None else target_db)
+        log(f"sensitivity {lay.weight}: " + ", ".join(f"{r[0].name} {r[3]:.1f} dB" for r in rows[:-1])
+            + (f"; end output at {ladder[0].name} {end_solo[lay.weight]:.1f} dB" if lay.weight in end_solo else ""))
+    peak2, goal_db = (1.0, end_target_db) if end_check is not None else (runner.peak2, target_db)
 
     def climb(budget_db: float) -> dict:
         level = {lay.weight: 0 for lay in todo}
@@ -412,13 +410,14 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
         return level
 
     def measure(level: dict) -> tuple[dict, float]:
-        replaced = {n: dequantize_weight(packed_rungs[n, i]) for n, i in level.items() if rungs[n][i][0] is not None}
+        replaced = {n: dequantize_weight(quantize_weight(lowered.weights[n], rungs[n][i][0], stats=stats.get(n)))
+                    for n, i in level.items() if rungs[n][i][0] is not None}
         measured = {"calibration_psnr_db": round(runner.db(runner.mse(replaced)), 2)}
         if end_check is not None:
             measured["end_output_psnr_db"] = round(end_check(replaced, False), 2)
         return measured, measured.get("end_output_psnr_db", measured["calibration_psnr_db"])
 
-    tried, lo, hi, budget_db, budgets = [], None, None, goal_db, []
+    tried, lo, hi, budget_db = [], None, None, goal_db
     for _ in range(MIXED_ROUNDS):
         level = climb(budget_db)
         measured, reached = measure(level)
@@ -437,24 +436,18 @@ def search_mixed(lowered: Lowered, layers: list[Layer], target_db: float, runner
             break
         if lo is not None and hi is not None:
             budget_db = (lo + hi) / 2
-        elif budgets:   # the last two rounds' slope (the prediction's bias need not be constant:
-            # end outputs compound an error by more as it grows): a secant step to the goal
-            (b1, r1), (b2, r2) = budgets[-1], (budget_db, reached)
-            slope = min(max((r2 - r1) / (b2 - b1), 0.2), 2.0) if b2 != b1 else 1.0
-            aim = b2 + (goal_db - r2) / slope
         else:   # correct the additive model by what it got wrong here: aim its prediction at the goal
             predicted = 10 * np.log10(peak2 / max(sum(rungs[n][i][4] for n, i in level.items()), 1e-30))
             aim = goal_db - (reached - predicted)
-        if lo is None or hi is None:
             step = 1.0 if hi is None else -1.0     # at least 1 dB towards the side not yet seen
-            budgets.append((budget_db, reached))
             budget_db = aim if (aim - budget_db) * step >= 1.0 else budget_db + step
     passing = [t for t in tried if t[0]]
     _, _, level, measured = min(passing, key=lambda t: t[1]) if passing else max(tried, key=lambda t: t[1])
     choices = {n: rungs[n][i][0] for n, i in level.items() if rungs[n][i][0] is not None}
     records = [{"weight": n, "scheme": rungs[n][i][0].name if rungs[n][i][0] else "fp32",
                 "solo_psnr_db": None if rungs[n][i][0] is None else round(rungs[n][i][3], 2),
-                "sensitivity_db": {r[0].name: round(r[3], 2) for r in rungs[n][:-1]}, "sensitivity": how[n]}
+                "sensitivity_db": {r[0].name: round(r[3], 2) for r in rungs[n][:-1]},
+                **({"end_output_solo_db": {ladder[0].name: round(end_solo[n], 2)}} if n in end_solo else {})}
                for n, i in level.items()]
     return choices, records, measured
 
