@@ -110,7 +110,7 @@ def _emit_tvm(writer, name: str, cap: capture.Captured, target, tvm_target: dict
 
             stats = stages.run(f"{name}: layer input statistics ({len(calibration or [cap.inputs])} calibration "
                                f"inputs)", layer_stats.collect, cap.module, lowered.sources,
-                               calibration or [cap.inputs], layer_stats.probes_for(scheme))
+                               calibration or [cap.inputs])
         lowered, quant = stages.run(f"{name}: quantize {scheme.name} (packed weights)", quantize.apply, lowered,
                                     scheme, tvm_target, calibration, stages.log, *(end or (None, None)), stats)
     layouts: list = []
