@@ -30,6 +30,7 @@ class Layer:
     shape: tuple
     keep: str | None = None  # why it stays float32, or None when it is quantized
     data: object = field(default=None, repr=False, compare=False)   # the Relax var of its input activation
+    result: object = field(default=None, repr=False, compare=False)  # the Relax var its matmul/conv2d binds
 
     @property
     def elements(self) -> int:
@@ -81,7 +82,7 @@ def weight_layers(lowered: Lowered) -> list[Layer]:
             keep = "weight shared by several ops"
         elif int(np.prod(spec.shape[1:])) < MIN_WIDTH:
             keep = f"reduction width {int(np.prod(spec.shape[1:]))} < {MIN_WIDTH}"
-        layers.append(Layer(spec.name, op, tuple(spec.shape), keep, data))
+        layers.append(Layer(spec.name, op, tuple(spec.shape), keep, data, result))
     return layers
 
 
@@ -156,7 +157,8 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False,
     from edgegen.kernels.dequant import DECODE_PREFIX, as_words, decode_func
 
     mod = lowered.module.clone()    # `lowered` stays as it was
-    func = mod["main"]
+    packed_all, scales = _quantize_chosen(lowered, choices, stats or {})
+    func, source_weights, placed = _apply_input_scales(lowered, scales)
     n_inputs = len(func.params) - len(lowered.weight_specs)
     bb = relax.BlockBuilder(mod)
     params, specs, weights, substitute, decodes, report = list(func.params[:n_inputs]), [], {}, {}, [], {}
@@ -165,10 +167,10 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False,
         if scheme is None:
             params.append(var)
             specs.append(spec)
-            weights[spec.name] = lowered.weights[spec.name]
+            weights[spec.name] = source_weights[spec.name]
             continue
         w = lowered.weights[spec.name]
-        packed = quantize_weight(w, scheme, out_axis=0, stats=(stats or {}).get(spec.name))
+        packed = packed_all[spec.name]
         stored = []
         for key, arr in packed.arrays.items():
             name = f"{spec.name}.{key}"
@@ -184,7 +186,8 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False,
         decodes.append(relax.VarBinding(decoded, relax.call_tir(gv, stored, decoded.ty)))
         nbytes = int(sum(weights[v.name].nbytes for v in stored))
         report[spec.name] = {"scheme": scheme.name, "method": packed.method,
-                             "bits_per_weight": round(8 * nbytes / w.size, 3), "bytes": nbytes}
+                             "bits_per_weight": round(8 * nbytes / w.size, 3), "bytes": nbytes,
+                             **({"input_scale": placed[spec.name]} if spec.name in placed else {})}
     bound = func.bind_params(substitute)
     first, *rest = bound.body.blocks
     body = relax.SeqExpr([relax.DataflowBlock(decodes + list(first.bindings)), *rest], bound.body.body)
@@ -192,6 +195,101 @@ def pack(lowered: Lowered, choices: dict[str, Scheme], words: bool = False,
     new_mod.update_func(new_mod.get_global_var("main"),
                         relax.Function(params, body, func.ret_ty, func.is_pure, func.attrs))
     return Lowered(new_mod, specs, weights, lowered.sources), report
+
+
+def _quantize_chosen(lowered: Lowered, choices: dict[str, Scheme], stats: dict) -> tuple[dict, dict]:
+    """Each chosen weight's Packed form, with AWQ's input-channel scales where they lower its layer's
+    output error (edgegen.core.quant.quantize_scaled; calibrated methods with statistics only):
+    ({weight: Packed}, {weight: (its Layer, scales per input channel)})."""
+    from edgegen.core.quant import quantize_scaled
+
+    layers = {lay.weight: lay for lay in weight_layers(lowered)} if stats else {}
+    packed, scales = {}, {}
+    for name, scheme in choices.items():
+        w = lowered.weights[name]
+        lay = layers.get(name)
+        if lay is None or lay.op not in ("linear", "conv2d"):
+            packed[name] = quantize_weight(w, scheme, out_axis=0, stats=stats.get(name))
+            continue
+        packed[name], s = quantize_scaled(w, scheme, stats.get(name), w.shape[1])
+        if s is not None:
+            scales[name] = (lay, s)
+    return packed, scales
+
+
+def _last_dim(var) -> int | None:
+    shape = getattr(var.ty, "shape", None)
+    values = getattr(shape, "values", None)
+    return int(values[-1]) if values else None
+
+
+_NORMS = {"relax.nn.layer_norm": "LayerNorm", "relax.nn.group_norm": "GroupNorm"}
+
+
+def _apply_input_scales(lowered: Lowered, scales: dict) -> tuple:
+    """Divide each scaled layer's input by its scales s (the packed weight holds W diag(s)): folded into
+    the affine of the LayerNorm/GroupNorm that produces it where that norm feeds only this layer and
+    owns its gamma/beta (gamma / s, beta / s: free at run time), else an explicit multiply by 1/s
+    before the layer. Returns (main rewritten, every float32 weight as it is now stored, {weight:
+    where its scale went})."""
+    from tvm import relax
+
+    func = lowered.module["main"]
+    weights = dict(lowered.weights)
+    if not scales:
+        return func, weights, {}
+    n_inputs = len(func.params) - len(lowered.weight_specs)
+    name_of = {var: spec.name for var, spec in zip(func.params[n_inputs:], lowered.weight_specs)}
+    bound = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+    uses: dict = {}
+    for value in bound.values():
+        for arg in getattr(value, "args", []):
+            if isinstance(arg, relax.Var):
+                uses[arg] = uses.get(arg, 0) + 1
+    placed, explicit = {}, {}
+    for weight, (lay, s) in scales.items():
+        src = lay.data     # through the reshapes that fold a linear's leading axes (channels stay last)
+        while (lay.op == "linear" and uses.get(src) == 1 and isinstance(bound.get(src), relax.Call)
+               and getattr(bound[src].op, "name", "") == "relax.reshape" and isinstance(bound[src].args[0], relax.Var)
+               and _last_dim(bound[src].args[0]) == _last_dim(src)):
+            src = bound[src].args[0]
+        norm = bound.get(src)
+        gamma = beta = None
+        if isinstance(norm, relax.Call) and getattr(norm.op, "name", "") in _NORMS and uses.get(src) == 1:
+            gamma, beta = (name_of.get(a) for a in norm.args[1:3])
+            axis_ok = (list(norm.attrs.axes)[-1] in (-1, len(src.ty.shape.values) - 1) if lay.op == "linear"
+                       and getattr(norm.op, "name", "") == "relax.nn.layer_norm"
+                       else lay.op == "conv2d" and getattr(norm.op, "name", "") == "relax.nn.group_norm"
+                       and int(norm.attrs.channel_axis) == 1)
+            if not (gamma and beta and axis_ok and uses.get(norm.args[1]) == 1 and uses.get(norm.args[2]) == 1
+                    and weights[gamma].shape == s.shape and weights[beta].shape == s.shape):
+                gamma = None
+        if gamma:
+            weights[gamma] = (weights[gamma] / s).astype(np.float32)
+            weights[beta] = (weights[beta] / s).astype(np.float32)
+            placed[weight] = f"folded into {_NORMS[norm.op.name]} {lowered.sources.get(gamma, gamma)}"
+        else:
+            explicit[lay.result] = (lay, s)
+            placed[weight] = "explicit multiply before the layer"
+    if explicit:
+        blocks = []
+        for block in func.body.blocks:
+            bindings = []
+            for b in block.bindings:
+                if b.var in explicit:
+                    lay, s = explicit[b.var]
+                    shape = (-1,) if lay.op == "linear" else (1, -1, 1, 1)
+                    scaled = relax.DataflowVar(f"{lay.weight}.input_scaled", lay.data.ty)
+                    bindings.append(relax.VarBinding(scaled, relax.op.multiply(
+                        lay.data, relax.const((1.0 / s).astype(np.float32).reshape(shape)))))
+                    b = relax.VarBinding(b.var, relax.Call(b.value.op, [scaled, *b.value.args[1:]], b.value.attrs,
+                                                           b.value.ty_args))
+                bindings.append(b)
+            blocks.append(relax.DataflowBlock(bindings) if isinstance(block, relax.DataflowBlock)
+                          else relax.BindingBlock(bindings))
+        func = relax.Function(func.params, relax.SeqExpr(blocks, func.body.body), func.ret_ty, func.is_pure,
+                              func.attrs)
+    return func, weights, placed
 
 
 # the ladder `mixed:<dB>` climbs, fewest bits first; a layer that needs more than its top stays float32.

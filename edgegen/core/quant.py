@@ -259,6 +259,10 @@ class LayerStats:
     d H d^T in that output's mean squared error."""
     diag: np.ndarray
     hessian: np.ndarray | None = None
+    # per output channel r, how much the component's output moves with this layer's output: E over
+    # random probes v of sum over positions of (d(v . y)/d a[p, r])^2 / len(y), y the outputs each over
+    # its peak (Hutchinson's estimate of the Jacobian's squared norm); None where not measured
+    gain: np.ndarray | None = None
 
     @classmethod
     def of(cls, x: np.ndarray, full: bool | None = None) -> "LayerStats":
@@ -269,15 +273,32 @@ class LayerStats:
         return cls((x * x).mean(axis=0), x.T @ x / len(x) if full else None)
 
 
-def layer_error(m: np.ndarray, approx: np.ndarray, stats: LayerStats | None) -> float:
-    """The mean squared error of the layer's output when weights `m` ([rows, reduction]) are replaced by
-    `approx`, on the calibration inputs `stats` summarises (without them: the weights' own error)."""
+def row_errors(m: np.ndarray, approx: np.ndarray, stats: LayerStats | None) -> np.ndarray:
+    """Per output channel, the mean squared error of the layer's output when weights `m` ([rows,
+    reduction]) are replaced by `approx`, on the calibration inputs `stats` summarises (without them:
+    the weights' own error)."""
     d = np.asarray(m, np.float64) - approx
     if stats is None:
-        return float(np.mean(d * d))
+        return np.mean(d * d, axis=1)
     if stats.hessian is not None:
-        return float(np.einsum("ij,jk,ik->", d, stats.hessian, d)) / d.shape[0]
-    return float(np.sum(d * d * stats.diag[None, :])) / d.shape[0]
+        return np.sum((d @ stats.hessian) * d, axis=1)       # one matrix product (BLAS), not an einsum loop
+    return np.sum(d * d * stats.diag[None, :], axis=1)
+
+
+def layer_error(m: np.ndarray, approx: np.ndarray, stats: LayerStats | None) -> float:
+    """The mean squared error of the layer's output (all channels) when weights `m` are replaced by `approx`."""
+    return float(np.mean(row_errors(m, approx, stats)))
+
+
+def output_error(m: np.ndarray, approx: np.ndarray, stats: LayerStats) -> float:
+    """The component output's mean squared error (each output over its peak) when only this layer's
+    weights `m` are replaced by `approx`, predicted from its statistics without running anything: each
+    output channel's error (d H d^T) times its gain. First order, and it counts an error's positions
+    as independent: `mixed:<dB>` checks its sums by running the component."""
+    if stats.gain is None:
+        raise ValueError("output_error needs LayerStats.gain: collect the statistics with probes > 0 "
+                         "(converters/layer_stats.collect)")
+    return float(np.dot(stats.gain, row_errors(m, approx, stats)))
 
 
 def _grid(scheme: Scheme, width: int) -> tuple:
@@ -440,6 +461,68 @@ def _refit_tables(w: np.ndarray, idx: np.ndarray, lut: np.ndarray, share: int, h
             sol = np.linalg.lstsq(a[np.ix_(used, used)], b[used], rcond=None)[0]
             out[t, used] = sol
     return out.astype(np.float16).astype(np.float64)
+
+
+# ---- AWQ-style input-channel scaling: W x = (W diag(s)) (x / s), the scaled weight quantized ----
+
+# exponents a of the scales s = E[x^2]^(a/2) (per input channel, then centred) that are tried
+AWQ_GRID = np.linspace(0.125, 1.0, 8)
+
+
+def scaled_stats(stats: LayerStats, cols: np.ndarray) -> LayerStats:
+    """The statistics of the input x / cols (one factor per reduction column)."""
+    inv = 1.0 / np.asarray(cols, np.float64)
+    return LayerStats(stats.diag * inv * inv, None if stats.hessian is None else stats.hessian * np.outer(inv, inv),
+                      stats.gain)
+
+
+def input_scales(m: np.ndarray, scheme: Scheme, stats: LayerStats, channels: int) -> np.ndarray | None:
+    """AWQ (Lin et al. 2023): per input channel, the scale s that weighs the channels the input drives
+    hardest more in the quantized weight W diag(s), the input divided by s before the layer. The
+    exponent of s = E[x^2]^(a/2) is searched on AWQ_GRID with the cheap method (the scale search;
+    palettes: weighted k-means); returns
+    s ([channels]; each repeats over a conv's kh x kw columns) or None where no exponent lowers the
+    layer's output error below the unscaled weight's."""
+    rows, width = m.shape
+    if width % channels:
+        raise ValueError(f"reduction width {width} is not a multiple of {channels} input channels")
+    taps = width // channels
+    energy = np.maximum(stats.diag.reshape(channels, taps).mean(axis=1), 0)
+    if not np.any(energy > 0):
+        return None
+    energy = np.maximum(energy, 1e-6 * energy.max())
+    cheap = _weighted_palette if scheme.kind == "palette" else _search
+    best, best_err = None, layer_error(m, _rows(dequantize_weight(cheap(m, scheme, stats, m.shape)), 0), stats)
+    for a in AWQ_GRID:
+        s = energy ** (a / 2)
+        s = s / np.sqrt(s.max() * s.min())
+        cols = np.repeat(s, taps)
+        approx = _rows(dequantize_weight(cheap(m * cols, scheme, scaled_stats(stats, cols), m.shape)), 0) / cols
+        err = layer_error(m, approx, stats)
+        if err < best_err:
+            best, best_err = s, err
+    return best
+
+
+def quantize_scaled(w: np.ndarray, scheme: Scheme, stats: LayerStats | None, channels: int) -> tuple:
+    """quantize_weight (output axis 0) with AWQ's input-channel scales where they lower the layer's output
+    error: (Packed of W diag(s), s per input channel) then, its method marked "+awq"; else (Packed of W,
+    None). Only the calibrated methods (not -rtn) of the weight-only kinds, and only with `stats`."""
+    base = quantize_weight(w, scheme, stats=stats)
+    if stats is None or scheme.method == "rtn" or scheme.kind not in ("linear", "palette", "ternary"):
+        return base, None
+    m = _rows(w, 0)
+    s = input_scales(m, scheme, stats, channels)
+    if s is None:
+        return base, None
+    cols = np.repeat(s, m.shape[1] // channels)
+    scaled = quantize_weight(_unrows(m * cols, w.shape, 0).astype(np.float32), scheme,
+                             stats=scaled_stats(stats, cols))
+    if layer_error(m, _rows(dequantize_weight(scaled), 0) / cols, stats) >= \
+            layer_error(m, _rows(dequantize_weight(base), 0), stats):
+        return base, None
+    scaled.method += "+awq"
+    return scaled, s.astype(np.float32)
 
 
 _QUANTIZERS = {"search": _search, "gptq": _gptq, "weighted-kmeans": _weighted_palette,

@@ -124,3 +124,34 @@ def test_kmeans_assigns_each_value_to_its_nearest_centroid():
     brute = np.abs(values[:, :, None] - lut[:, None, :].astype(np.float64)).argmin(axis=2)
     np.testing.assert_array_equal(np.take_along_axis(lut, idx, 1), np.take_along_axis(lut, brute, 1))
     assert np.array_equal(_assign(values, lut.astype(np.float64)), idx)
+
+
+@pytest.mark.parametrize("name", ["w4g32", "w8"])
+def test_awq_scales_are_taken_only_where_they_lower_the_layer_output_error(name):
+    """AWQ's input-channel scales: the scaled weight W diag(s) divided back by s is the layer's weight, with
+    less output error than the unscaled best method on inputs whose channels differ in magnitude; on inputs
+    of one magnitude there is nothing to weigh and the unscaled weight is kept."""
+    from edgegen.core.quant import LayerStats, layer_error, quantize_scaled
+
+    w = RNG.standard_normal((48, 128)).astype(np.float32)
+    stats = LayerStats.of(_inputs(128, corr=0.0) * np.exp(2 * RNG.standard_normal(128)))
+    base = quantize_weight(w, parse(name), stats=stats)
+    packed, s = quantize_scaled(w, parse(name), stats, 128)
+    assert s is not None and s.shape == (128,) and packed.method.endswith("+awq")
+    assert packed.bits_per_weight == base.bits_per_weight
+    back = dequantize_weight(packed) / s
+    assert np.median(np.abs(back - w)) < 0.2 * np.abs(w).max()     # the same layer (coarser on quiet channels)
+    assert layer_error(w, back, stats) < layer_error(w, dequantize_weight(base), stats)
+    flat = LayerStats(np.ones(128), np.eye(128))
+    packed, s = quantize_scaled(w, parse(name), flat, 128)
+    assert s is None and "+awq" not in packed.method
+    # round-to-nearest keeps the old method exactly, and a conv's scales are one per input channel
+    assert quantize_scaled(w, parse(f"{name}-rtn"), stats, 128)[1] is None
+    conv = RNG.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    conv_stats = LayerStats.of(RNG.standard_normal((4096, 72)) * np.repeat(np.exp(2 * RNG.standard_normal(8)), 9))
+    packed, s = quantize_scaled(conv, parse(name), conv_stats, 8)
+    assert s is not None and s.shape == (8,)
+    rows = conv.reshape(16, -1)
+    assert layer_error(rows, (dequantize_weight(packed) / s[None, :, None, None]).reshape(16, -1), conv_stats) < \
+        layer_error(rows, dequantize_weight(quantize_weight(conv, parse(name), stats=conv_stats)).reshape(16, -1),
+                    conv_stats)
