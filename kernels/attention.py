@@ -243,13 +243,10 @@ def make_fusion_pass(max_threads: int, local_memory_bytes: int, decisions: list,
         def rewrite(expr, matches):
             if any(k.same_as(expr) for k in kept):      # rewrite_call revisits what it kept
                 return expr
-            shapes = [_static(matches[x]) for x in (q, kt, v)]
-            if any(sh is None or len(sh) != 3 for sh in shapes) or any(
-                    str(matches[x].ty.dtype) != "float32" for x in (q, kt, v)):
+            dims = attention_dims(matches, q, kt, v, probs, shaped)
+            if dims is None:
                 return expr
-            (bh, s, d), (_, d2, length), (_, length2, dv) = shapes
-            if d2 != d or length2 != length or int(matches[probs].attrs.axis) not in (-1, len(_static(matches[shaped])) - 1):
-                return expr
+            bh, s, d, length, dv = dims
             score_bytes = bh * s * length * 4
             site = {"queries": s, "keys": length, "head_dim": d, "batch_heads": bh, "score_bytes": score_bytes}
             if score_bytes < FLASH_MIN_SCORE_BYTES:
@@ -276,6 +273,19 @@ def make_fusion_pass(max_threads: int, local_memory_bytes: int, decisions: list,
         return builder.get()
 
     return _pass
+
+
+def attention_dims(matches, q, kt, v, probs, shaped) -> tuple[int, int, int, int, int] | None:
+    """(batch·heads, queries, head dim, keys, value dim) of a matched softmax(q·kt)·v whose operands
+    are static 3-d float32 tensors and whose softmax runs along the keys; None for any other match."""
+    shapes = [_static(matches[x]) for x in (q, kt, v)]
+    if any(sh is None or len(sh) != 3 for sh in shapes) or any(
+            str(matches[x].ty.dtype) != "float32" for x in (q, kt, v)):
+        return None
+    (bh, s, d), (_, d2, length), (_, length2, dv) = shapes
+    if d2 != d or length2 != length or int(matches[probs].attrs.axis) not in (-1, len(_static(matches[shaped])) - 1):
+        return None
+    return bh, s, d, length, dv
 
 
 def _static(expr) -> list[int] | None:

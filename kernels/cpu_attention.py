@@ -230,7 +230,7 @@ def make_fusion_pass(decisions: list):
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-    from .attention import _static
+    from .attention import attention_dims
     from .relax_util import quick_stack
 
     q, kt, v, scale = wildcard(), wildcard(), wildcard(), is_const()
@@ -250,14 +250,10 @@ def make_fusion_pass(decisions: list):
         def rewrite(expr, matches):
             if any(k.same_as(expr) for k in kept):      # rewrite_call revisits what it kept
                 return expr
-            shapes = [_static(matches[x]) for x in (q, kt, v)]
-            if any(sh is None or len(sh) != 3 for sh in shapes) or any(
-                    str(matches[x].ty.dtype) != "float32" for x in (q, kt, v)):
+            dims = attention_dims(matches, q, kt, v, probs, shaped)
+            if dims is None:
                 return expr
-            (bh, s, d), (_, d2, length), (_, length2, dv) = shapes
-            axis = int(matches[probs].attrs.axis)
-            if d2 != d or length2 != length or axis not in (-1, len(_static(matches[shaped])) - 1):
-                return expr
+            bh, s, d, length, dv = dims
             factor = 1.0
             if scale in matches:
                 value = np.asarray(matches[scale].value.numpy())
